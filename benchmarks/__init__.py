@@ -1,0 +1,1 @@
+"""Measurements of the service against the alternatives a user would pick instead."""

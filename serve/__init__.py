@@ -1,0 +1,1 @@
+"""Serves the exported ONNX models over HTTP with onnxruntime."""

@@ -1,0 +1,99 @@
+"""`python -m serve`: check the models, then run uvicorn with one or more workers."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.config
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from serve.errors import ModelLoadError
+from serve.registry import load_models
+from serve.settings import ACCESS_LOG_FORMATS, Settings
+
+
+def parse_args(argv: list[str], defaults: Settings) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m serve", description=__doc__,
+                                     epilog="Every option can also be set as SERVE_<OPTION> in the environment.")
+    parser.add_argument("--host", default=defaults.host)
+    parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--model-dir", type=Path, default=defaults.model_dir)
+    parser.add_argument("--ort-threads", type=int, default=defaults.ort_threads,
+                        help="onnxruntime threads per session (keep threads x workers <= cores)")
+    parser.add_argument("--access-log", choices=ACCESS_LOG_FORMATS, default=defaults.access_log)
+    parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
+    parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
+                        help="requests in flight per worker before answering 503 (0: unlimited)")
+    args = parser.parse_args(argv)
+    return replace(defaults, **{key: value for key, value in vars(args).items()})
+
+
+def log_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+            "bare": {"format": "%(message)s"},
+        },
+        "handlers": {
+            "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
+            "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
+                       "formatter": "bare" if settings.access_log == "json" else "default"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "serve": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "serve.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = parse_args(sys.argv[1:] if argv is None else argv, Settings.from_env())
+        # Fail here, in one process, rather than in every worker: never a half-alive server.
+        models = load_models(settings.model_dir, settings.ort_threads)
+    except (ModelLoadError, ValueError) as exc:
+        print(f"serve: cannot start: {exc}", file=sys.stderr)
+        return 2
+    metrics_dir = ""
+    if settings.workers > 1 and not settings.metrics_dir:
+        metrics_dir = tempfile.mkdtemp(prefix="serve-metrics-")
+        settings = replace(settings, metrics_dir=metrics_dir)
+    os.environ.update(settings.to_env())
+    logging.config.dictConfig(log_config(settings))
+    logger = logging.getLogger("serve")
+    for model in models.values():
+        logger.info("model %s version %s: %s", model.name, model.version, model.path)
+    logger.info("serving %d model(s) on http://%s:%d with %d worker(s)", len(models), settings.host, settings.port,
+                settings.workers)
+    # uvicorn drains on SIGTERM, then re-raises it to the handler it found: make that a no-op, so that
+    # a drained stop exits 0 (what orchestrators count as a clean stop) rather than "killed by signal".
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        uvicorn.run(
+            "serve.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
+            loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=log_config(settings),
+            timeout_graceful_shutdown=int(settings.graceful_timeout),
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""The record/batch JSON wire format <-> one (N, n_features) float32 array, with precise errors.
+
+A fast path handles well-formed bodies with C-level operations; anything it does not accept
+is handed to the exhaustive path, which either normalises it (case-insensitive names) or
+raises the error that names the record and field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import chain
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serve.errors import ServeError
+from serve.model import Model
+
+_NUMBER_TYPES = frozenset((int, float))
+_JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", type(None): "null", dict: "an object", list: "an array"}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def parse_json(body: bytes) -> tuple[Any, bool]:
+    """(value, strict). orjson first: it refuses NaN, Infinity and 1e400, so its floats are all finite
+    (strict). What it refuses the standard library may still read; such values are value errors
+    (a 422 naming the field), not syntax errors (400)."""
+    try:
+        return orjson.loads(body), True
+    except orjson.JSONDecodeError as fast_error:
+        try:
+            return json.loads(body), False
+        except (ValueError, RecursionError):
+            raise ServeError(400, f"malformed JSON: {fast_error}") from None
+
+
+def json_type_name(value: Any) -> str:
+    return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
+
+
+def check_number(value: Any, field: str, record: int) -> float:
+    """The value as a float32-representable finite number, or a 422 naming field and record."""
+    if type(value) not in _NUMBER_TYPES:
+        raise ServeError(422, f"record {record}, field {field}: expected a number, got {json_type_name(value)}",
+                         record=record, field=field)
+    number = float(value) if not isinstance(value, int) or abs(value) < 2**1024 else math.inf
+    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+        raise ServeError(422, f"record {record}, field {field}: {value!r} is not a finite 32-bit float "
+                         "(NaN, Infinity and overflow are refused)", record=record, field=field)
+    return number
+
+
+class RecordCodec:
+    """One model's record/batch format: `{feature: value}`, `[values]` or `{"instances": [...]}`."""
+
+    def __init__(self, model: Model, max_batch: int):
+        self.model = model
+        self.names = model.feature_names
+        self.max_batch = max_batch
+        self._by_lower = {name.lower(): name for name in self.names}
+        self._get = itemgetter(*self.names)
+        head = orjson.dumps({"model": model.name, "version": model.version})[:-1]
+        self._single_head = head + b',"prediction":'
+        self._batch_head = head + b',"predictions":'
+
+    def decode(self, body: bytes) -> tuple[np.ndarray, bool]:
+        """(array of shape (N, n_features), whether the body was a batch)."""
+        payload, strict = parse_json(body)
+        if type(payload) is dict and "instances" in payload:
+            return self._rows(self._instances(payload), strict), True
+        if type(payload) is dict or type(payload) is list:
+            x = self._fast_record(payload) if strict else None
+            return (x if x is not None else self._rows([payload], False)), False
+        raise ServeError(400, "body must be a JSON object: one record, or {\"instances\": [record, ...]}; "
+                         f"got {json_type_name(payload)}")
+
+    def encode(self, x: np.ndarray, y: np.ndarray, batch: bool) -> bytes:
+        """The response body: model, version, prediction(s) and out-of-range warnings."""
+        if not (math.isfinite(float(y[0])) if len(y) == 1 else np.isfinite(y).all()):
+            bad = np.flatnonzero(~np.isfinite(y)).tolist()
+            raise ServeError(422, f"the model gives no finite prediction for record(s) {bad[:10]}: "
+                             "inputs too far outside the training range", records=bad[:100])
+        out_of_range = self.model.out_of_range(x)
+        warnings = orjson.dumps([self._warning(x, r, c, batch) for r, c in out_of_range]) if out_of_range else b"[]"
+        if batch:
+            return self._batch_head + orjson.dumps(y.tolist()) + b',"warnings":' + warnings + b"}"
+        return self._single_head + orjson.dumps(float(y[0])) + b',"warnings":' + warnings + b"}"
+
+    def _instances(self, payload: dict[str, Any]) -> list[Any]:
+        extra = sorted(key for key in payload if key != "instances")
+        if extra:
+            raise ServeError(422, f"unknown fields beside 'instances': {', '.join(extra)}", unknown=extra)
+        records = payload["instances"]
+        if type(records) is not list:
+            raise ServeError(422, f"'instances' must be an array of records, got {json_type_name(records)}")
+        if not records:
+            raise ServeError(422, "'instances' is empty: send at least one record")
+        if len(records) > self.max_batch:
+            raise ServeError(413, f"batch of {len(records)} records is over the limit of {self.max_batch}",
+                             limit=self.max_batch)
+        return records
+
+    def _fast_record(self, record: dict[str, Any] | list[Any]) -> np.ndarray | None:
+        """A well-formed single record, or None for the exhaustive path to judge."""
+        if len(record) != len(self.names):
+            return None
+        try:
+            values = self._get(record) if type(record) is dict else record
+        except KeyError:
+            return None
+        if not _NUMBER_TYPES.issuperset(map(type, values)) or max(values) > _FLOAT32_MAX or min(values) < -_FLOAT32_MAX:
+            return None
+        return np.array((values,), dtype=np.float32)
+
+    def _rows(self, records: list[Any], strict: bool) -> np.ndarray:
+        x = self._fast_rows(records) if strict else None
+        return x if x is not None else np.array([self._record(r, i) for i, r in enumerate(records)], np.float32)
+
+    def _fast_rows(self, records: list[Any]) -> np.ndarray | None:
+        """A well-formed batch in C-level operations, or None for the exhaustive path to judge."""
+        n = len(self.names)
+        kind = type(records[0])
+        if kind is not dict and kind is not list:
+            return None
+        if not all(type(r) is kind and len(r) == n for r in records):
+            return None
+        try:
+            rows = list(map(self._get, records)) if kind is dict else records
+        except KeyError:
+            return None
+        if not _NUMBER_TYPES.issuperset(map(type, chain.from_iterable(rows))):
+            return None
+        try:
+            with np.errstate(over="ignore"):
+                x = np.array(rows, dtype=np.float32)
+        except OverflowError:  # an integer beyond float64
+            return None
+        return x if np.isfinite(x).all() else None
+
+    def _record(self, record: Any, index: int) -> list[float]:
+        if type(record) is dict:
+            values = self._named_values(record, index)
+        elif type(record) is list:
+            if len(record) != len(self.names):
+                raise ServeError(422, f"record {index}: expected {len(self.names)} values in the order "
+                                 f"{', '.join(self.names)}; got {len(record)}", record=index)
+            values = record
+        else:
+            raise ServeError(422, f"record {index}: expected an object of features or an array of "
+                             f"{len(self.names)} numbers, got {json_type_name(record)}", record=index)
+        return [check_number(value, name, index) for name, value in zip(self.names, values)]
+
+    def _named_values(self, record: dict[str, Any], index: int) -> list[Any]:
+        found: dict[str, Any] = {}
+        unknown: list[str] = []
+        for key, value in record.items():
+            name = self._by_lower.get(key.lower())
+            if name is None:
+                unknown.append(key)
+            elif name in found:
+                raise ServeError(422, f"record {index}: feature {name} given twice (names are case-insensitive)",
+                                 record=index, field=name)
+            else:
+                found[name] = value
+        missing = [name for name in self.names if name not in found]
+        if missing or unknown:
+            problems = ([f"missing features: {', '.join(missing)}"] if missing else []) + (
+                [f"unknown fields: {', '.join(unknown)}"] if unknown else [])
+            raise ServeError(422, f"record {index}: {'; '.join(problems)}", record=index,
+                             missing=missing, unknown=unknown)
+        return [found[name] for name in self.names]
+
+    def _warning(self, x: np.ndarray, row: int, column: int, batch: bool) -> dict[str, Any]:
+        feature = self.model.features[column]
+        value = float(str(x[row, column]))  # the float32's shortest repr: 0.11, not 0.10999999940395355
+        warning: dict[str, Any] = {"record": row} if batch else {}
+        warning.update(
+            feature=feature.name, value=value, min=feature.minimum, max=feature.maximum, used_by_model=feature.used,
+            message=f"{feature.name}={value:g} is outside the training range [{feature.minimum:g}, {feature.maximum:g}]",
+        )
+        return warning

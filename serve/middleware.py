@@ -1,0 +1,112 @@
+"""The front door every request passes: request id, overload guard, the one error handler, metrics
+and the access log, in one pure-ASGI layer (Starlette's own middleware stack would cost more than
+the model itself)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serve.asgi import header, send_json
+from serve.errors import ServeError
+from serve.metrics import NO_MODEL, UNMATCHED_ROUTE
+from serve.service import Service
+
+logger = logging.getLogger("serve")
+access_logger = logging.getLogger("serve.access")
+_MAX_REQUEST_ID = 128
+
+
+def error_body(exc: Exception, scope: Scope) -> tuple[int, bytes, dict[str, str]]:
+    """Status, JSON body and headers for any exception: the one error shape, no internals leaked."""
+    if isinstance(exc, ServeError):
+        return exc.status, orjson.dumps(exc.body()), exc.headers
+    if isinstance(exc, HTTPException):  # raised by the router itself
+        path = scope.get("path", "")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 404:
+            message = f"no route {scope.get('method')} {path}; the routes are listed in /openapi.json"
+        elif exc.status_code == 405:
+            message = f"method {scope.get('method')} not allowed on {path}; allowed: {headers.get('Allow', '')}"
+        else:
+            message = str(exc.detail)
+        return exc.status_code, orjson.dumps({"error": message}), headers
+    logger.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+    return 500, b'{"error":"internal server error"}', {}
+
+
+class Frontdoor:
+    def __init__(self, app: ASGIApp, service: Service):
+        self.app = app
+        self.service = service
+        self.in_flight = 0
+        # Unique across processes and restarts without paying for randomness on every request.
+        self._id_prefix = secrets.token_hex(6).encode()
+        self._counter = itertools.count()
+
+    def request_id(self, scope: Scope) -> bytes:
+        """The caller's X-Request-ID when it is short printable ASCII, else a fresh one."""
+        given = header(scope, b"x-request-id")
+        if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.decode().isprintable():
+            return given
+        return b"%s-%x" % (self._id_prefix, next(self._counter))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        scope["app"] = self
+        request_id = self.request_id(scope)
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            await send(message)
+
+        limit = self.service.settings.max_concurrency
+        self.in_flight += 1
+        try:
+            if limit and self.in_flight > limit:
+                raise ServeError(503, "overloaded: too many requests in flight, retry shortly",
+                                 headers={"Retry-After": "1"})
+            await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if status:  # the response has begun: nothing sane can be sent any more
+                raise
+            code, body, headers = error_body(exc, scope)
+            await send_json(send_with_id, body, code, headers)
+        finally:
+            self.in_flight -= 1
+            self._record(scope, status or 500, time.perf_counter() - start, request_id)
+
+    def _record(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
+        route = scope.get("route")
+        model = scope.get("path_params", {}).get("model", NO_MODEL)
+        service = self.service
+        if service.metrics is not None:
+            service.metrics.observe(route.path if route is not None else UNMATCHED_ROUTE,
+                                    model if model in service.models else NO_MODEL,
+                                    status, seconds, scope.get("serve.rows", 0))
+        fmt = service.settings.access_log
+        if fmt == "off" or not access_logger.isEnabledFor(logging.INFO):
+            return
+        client = scope.get("client") or ("-", 0)
+        if fmt == "json":
+            access_logger.info(orjson.dumps({
+                "time": time.time(), "client": f"{client[0]}:{client[1]}", "method": scope["method"],
+                "path": scope["path"], "status": status, "duration_ms": round(seconds * 1000, 3),
+                "request_id": request_id.decode(),
+            }).decode())
+        else:
+            access_logger.info('%s:%s "%s %s" %d %.2fms request_id=%s', client[0], client[1], scope["method"],
+                               scope["path"], status, seconds * 1000, request_id.decode())

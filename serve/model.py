@@ -1,0 +1,131 @@
+"""One served model: an onnxruntime session plus the schema its ONNX metadata carries."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from serve.errors import ModelLoadError
+
+# The keys export writes into the ONNX metadata_props: the whole contract between export and serve.
+REQUIRED_METADATA = (
+    "model_name", "model_version", "description", "feature_names", "features_used",
+    "features", "target", "metrics", "data_sha256", "libraries",
+)
+JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "libraries", "hyperparameters")
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    description: str
+    unit: str
+    minimum: float
+    maximum: float
+    mean: float
+    std: float
+    used: bool
+
+
+class Model:
+    """Holds the session and the schema; `predict` maps an (N, n_features) float32 array to N values."""
+
+    def __init__(self, path: Path, session: ort.InferenceSession, metadata: dict[str, Any]):
+        self.path = path
+        self.name: str = metadata["model_name"]
+        self.version: str = metadata["model_version"]
+        self.description: str = metadata["description"]
+        self.metadata = metadata
+        used = set(metadata["features_used"])
+        self.features = tuple(
+            Feature(f["name"], f["description"], f["unit"], float(f["min"]), float(f["max"]),
+                    float(f["mean"]), float(f["std"]), f["name"] in used)
+            for f in metadata["features"]
+        )
+        self.feature_names = tuple(f.name for f in self.features)
+        # Ranges compared in float32, the precision the input arrives in (0.385 must not fall below 0.385).
+        self.lower = np.array([f.minimum for f in self.features], dtype=np.float32)
+        self.upper = np.array([f.maximum for f in self.features], dtype=np.float32)
+        self._bounds = list(zip(self.lower.tolist(), self.upper.tolist()))
+        self._session = session
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+        self._outputs = [self.output_name]
+        # InferenceSession.run re-validates names and types on every call; the loaded signature is
+        # already checked at start-up, so the hot path calls the C++ session directly (~1.3 us saved).
+        self._run = session._sess.run
+
+    @classmethod
+    def load(cls, path: Path, threads: int = 1) -> Model:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises several unrelated types for unreadable files
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({exc})") from exc
+        model = cls(path, session, _read_metadata(path, session))
+        model._check_signature()
+        model.warm_up()
+        return model
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for the rows of `x`, shape (N,)."""
+        return self._run(self._outputs, {self.input_name: x}, None)[0].reshape(-1)
+
+    def out_of_range(self, x: np.ndarray) -> list[tuple[int, int]]:
+        """(row, feature) pairs whose value lies outside the training range."""
+        if len(x) == 1:  # plain Python beats three numpy calls on 13 values
+            return [(0, j) for j, (v, (lo, hi)) in enumerate(zip(x[0].tolist(), self._bounds)) if v < lo or v > hi]
+        mask = (x < self.lower) | (x > self.upper)
+        if not mask.any():
+            return []
+        rows, columns = np.nonzero(mask)
+        return list(zip(rows.tolist(), columns.tolist()))
+
+    def warm_up(self) -> None:
+        """Run the graph once so the first request does not pay for lazy initialisation."""
+        means = np.array([[f.mean for f in self.features]] * 2, dtype=np.float32)
+        y = self.predict(means)
+        if y.shape != (2,) or not np.isfinite(y).all():
+            raise ModelLoadError(f"{self.path}: warm-up on the training means gave {y!r}, expected 2 finite values")
+
+    def _check_signature(self) -> None:
+        inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
+        n = len(self.features)
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)" or inputs[0].shape[1:] != [n]:
+            raise ModelLoadError(
+                f"{self.path}: expected one float tensor input of shape [batch, {n}], "
+                f"found {[(i.name, i.type, i.shape) for i in inputs]}"
+            )
+        if len(outputs) != 1:
+            raise ModelLoadError(f"{self.path}: expected one output, found {[o.name for o in outputs]}")
+        if list(self.feature_names) != list(self.metadata["feature_names"]):
+            raise ModelLoadError(f"{self.path}: metadata 'features' and 'feature_names' disagree")
+
+
+def _read_metadata(path: Path, session: ort.InferenceSession) -> dict[str, Any]:
+    raw = session.get_modelmeta().custom_metadata_map
+    missing = [key for key in REQUIRED_METADATA if key not in raw]
+    if missing:
+        raise ModelLoadError(f"{path}: ONNX metadata lacks {', '.join(missing)} (was it written by `make export`?)")
+    metadata: dict[str, Any] = dict(raw)
+    for key in JSON_METADATA:
+        if key in metadata:
+            try:
+                metadata[key] = json.loads(metadata[key])
+            except json.JSONDecodeError as exc:
+                raise ModelLoadError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from exc
+    try:
+        for feature in metadata["features"]:
+            for key in ("name", "description", "unit", "min", "max", "mean", "std"):
+                feature[key]
+    except (KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{path}: metadata 'features' entries need name, description, unit, min, max, mean, std") from exc
+    return metadata

@@ -1,0 +1,74 @@
+"""What the service builds once at start-up: models, codecs, metrics, documents. Knows nothing of HTTP."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from serve import openapi, page
+from serve.codec import RecordCodec
+from serve.errors import ServeError
+from serve.metrics import Metrics
+from serve.model import Model
+from serve.registry import load_models
+from serve.settings import Settings
+
+logger = logging.getLogger("serve")
+
+
+@dataclass
+class Service:
+    settings: Settings
+    routes: list[str]
+    models: dict[str, Model] = field(default_factory=dict)
+    codecs: dict[str, RecordCodec] = field(default_factory=dict)
+    metadata: dict[str, bytes] = field(default_factory=dict)
+    metrics: Metrics | None = None
+    openapi: bytes = b""
+    page: str = ""
+    ready: bool = False
+
+    def start(self) -> None:
+        """Load and warm every model, then build everything requests will only read."""
+        self.models = load_models(self.settings.model_dir, self.settings.ort_threads)
+        for model in self.models.values():
+            logger.info("loaded model %s version %s from %s", model.name, model.version, model.path)
+        self.codecs = {name: RecordCodec(m, self.settings.max_batch) for name, m in self.models.items()}
+        self.metadata = {name: orjson.dumps(model_document(m)) for name, m in self.models.items()}
+        self.metrics = Metrics(self.routes, list(self.models), self.settings.metrics_dir)
+        auth = bool(self.settings.auth_token)
+        self.openapi = orjson.dumps(openapi.document(self.models, self.settings.max_batch, auth))
+        self.page = page.render(self.models, auth)
+        self.ready = True
+        logger.info("ready: %d model(s)", len(self.models))
+
+    def model(self, name: str) -> Model:
+        model = self.models.get(name)
+        if model is None:
+            raise ServeError(404, f"unknown model {name!r}; available: {', '.join(self.models)}",
+                             models=list(self.models))
+        return model
+
+
+def model_document(model: Model) -> dict[str, Any]:
+    """Everything a caller may want to know about a model, from its ONNX metadata."""
+    meta = model.metadata
+    return {
+        "name": model.name,
+        "version": model.version,
+        "description": model.description,
+        "input": {"name": model.input_name, "datatype": "FP32", "shape": [-1, len(model.features)]},
+        "output": {"name": model.output_name, "datatype": "FP32", "shape": [-1, 1], **meta["target"]},
+        "features": [
+            {"name": f.name, "description": f.description, "unit": f.unit, "min": f.minimum, "max": f.maximum,
+             "mean": f.mean, "std": f.std, "used_by_model": f.used}
+            for f in model.features
+        ],
+        "metrics": meta["metrics"],
+        "hyperparameters": meta.get("hyperparameters", {}),
+        "training_data_sha256": meta["data_sha256"],
+        "libraries": meta["libraries"],
+    }

@@ -1,0 +1,55 @@
+"""Service configuration: one frozen dataclass, read from the environment (flags write the environment)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+ENV_PREFIX = "SERVE_"
+ACCESS_LOG_FORMATS = ("off", "text", "json")
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    model_dir: Path = Path("onnx_models")
+    # onnxruntime intra-op threads per session; keep threads x workers <= cores.
+    ort_threads: int = 1
+    # Bearer token required on prediction routes when set.
+    auth_token: str = ""
+    access_log: str = "text"
+    max_batch: int = 10_000
+    max_body_bytes: int = 4 * 1024 * 1024
+    # Requests handled at once per worker before answering 503 (0: unlimited).
+    max_concurrency: int = 0
+    graceful_timeout: float = 30.0
+    # Where workers share metrics; set by the launcher when several workers run.
+    metrics_dir: str = ""
+
+    def __post_init__(self) -> None:
+        if self.access_log not in ACCESS_LOG_FORMATS:
+            raise ValueError(f"SERVE_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FORMATS)}, got {self.access_log!r}")
+        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        environ = dict(os.environ) if environ is None else environ
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(ENV_PREFIX + field.name.upper())
+            if raw is None:
+                continue
+            kind = type(field.default)
+            try:
+                values[field.name] = kind(raw)
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX}{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_PREFIX + field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}

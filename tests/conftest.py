@@ -1,0 +1,102 @@
+"""Shared fixtures: the committed models, an in-process client and a real uvicorn on a free port."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from serve.app import create_app
+from serve.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "onnx_models"
+DATA = ROOT / "data" / "housing.csv"
+
+
+def housing_rows() -> list[dict[str, float]]:
+    with DATA.open() as file:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(file)]
+
+
+ROWS = housing_rows()
+FEATURES = [name for name in ROWS[0] if name != "MEDV"]
+FIRST = {name: ROWS[0][name] for name in FEATURES}
+
+
+@pytest.fixture(scope="session")
+def client() -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_dir=MODEL_DIR, access_log="off"))) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[str]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextmanager
+def running_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
+                   timeout: float = 30) -> Iterator[Server]:
+    """`python -m serve` on a free 127.0.0.1 port, ready when this yields; stopped (SIGTERM) afterwards."""
+    port = free_port()
+    log_path = tmp_path / f"server-{port}.log"
+    command = [sys.executable, "-m", "serve", "--port", str(port), "--model-dir", str(MODEL_DIR), *args]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, **(env or {})})
+    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_ready(server, timeout)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(server: Server, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + "/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready within {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("server")) as running:
+        yield running

@@ -1,0 +1,83 @@
+"""The read-only routes: health, model listing and metadata, OpenAPI, metrics, landing page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from openapi_spec_validator import validate
+from starlette.testclient import TestClient
+
+from tests.conftest import FEATURES, FIRST
+
+
+def test_liveness_and_readiness_answer_200_once_started(client: TestClient) -> None:
+    assert client.get("/health/live").json() == {"status": "live"}
+    assert client.get("/health/ready").json() == {"status": "ready"}
+
+
+def test_models_lists_names_versions_and_routes(client: TestClient) -> None:
+    models = {m["name"]: m for m in client.get("/models").json()["models"]}
+    assert models["linear"]["version"] == "1" and models["linear"]["predict"] == "/models/linear/predict"
+
+
+@pytest.mark.parametrize("model, used", [("linear", 8), ("mlp", 13)])
+def test_model_metadata_comes_from_the_onnx_file(client: TestClient, model: str, used: int) -> None:
+    meta = client.get(f"/models/{model}").json()
+    assert [f["name"] for f in meta["features"]] == FEATURES
+    assert sum(f["used_by_model"] for f in meta["features"]) == used
+    ptratio = next(f for f in meta["features"] if f["name"] == "PTRATIO")
+    assert (ptratio["min"], ptratio["max"]) == (12.6, 22.0) and ptratio["description"] and ptratio["unit"]
+    assert meta["input"] == {"name": "features", "datatype": "FP32", "shape": [-1, 13]}
+    assert meta["output"]["name"] == "MEDV" and meta["output"]["unit"]
+    assert {"rmse", "mae", "r2"} <= set(meta["metrics"]["cv"]) and {"rmse", "mae", "r2"} <= set(meta["metrics"]["in_sample"])
+    assert len(meta["training_data_sha256"]) == 64
+
+
+def test_metadata_of_an_unknown_model_is_404(client: TestClient) -> None:
+    assert client.get("/models/nope").status_code == 404
+
+
+def test_openapi_is_valid_and_names_each_models_features(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    validate(spec)
+    for model in ("linear", "mlp"):
+        record = spec["components"]["schemas"][f"{model}_record"]
+        assert record["required"] == FEATURES and record["additionalProperties"] is False
+        assert f"/models/{model}/predict" in spec["paths"]
+
+
+def test_metrics_count_requests_by_route_model_and_status_and_rows(client: TestClient) -> None:
+    def scrape() -> str:
+        return client.get("/metrics").text
+
+    def value(text: str, series: str) -> float:
+        match = re.search(re.escape(series) + r" (\S+)", text)
+        return float(match.group(1)) if match else 0.0
+
+    ok = 'serve_requests_total{route="/models/{model}/predict",model="mlp",status="200"}'
+    bad = 'serve_requests_total{route="/models/{model}/predict",model="mlp",status="422"}'
+    rows = 'serve_rows_predicted_total{model="mlp"}'
+    before = scrape()
+    client.post("/models/mlp/predict", json={"instances": [FIRST] * 3})
+    client.post("/models/mlp/predict", json={"CRIM": 1})
+    after = scrape()
+    assert value(after, ok) - value(before, ok) == 1
+    assert value(after, bad) - value(before, bad) == 1
+    assert value(after, rows) - value(before, rows) == 3
+    assert 'serve_request_duration_seconds_bucket{route="/models/{model}/predict",model="mlp",le="+Inf"}' in after
+
+
+def test_unknown_model_names_do_not_become_metric_labels(client: TestClient) -> None:
+    client.post("/models/evil-label/predict", json=FIRST)
+    assert "evil-label" not in client.get("/metrics").text
+
+
+def test_the_landing_page_lists_models_features_metrics_and_a_form_each(client: TestClient) -> None:
+    response = client.get("/")
+    page = response.text
+    assert response.headers["content-type"].startswith("text/html")
+    assert page.count('<form class="try"') == 2 and "curl" in page
+    assert all(f'name="{name}"' in page for name in FEATURES)
+    assert "RMSE" in page
+    assert not re.search(r'(src|href)="https?://', page), "the page must not load external assets"
