@@ -15,11 +15,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from serve import __version__
 from serve.asgi import check_json_content_type, header, read_body, send_json
 from serve.errors import ServeError
 from serve.middleware import Frontdoor
 from serve.service import Service
 from serve.settings import Settings
+from serve.v2 import BINARY_HEADER
 
 
 def service_of(scope: Scope) -> Service:
@@ -50,6 +52,23 @@ class Predict:
         y = model.predict(x)
         scope["serve.rows"] = len(y)
         await send_json(send, codec.encode(x, y, batch))
+
+
+class Infer:
+    """POST /v2/models/{model}[/versions/{version}]/infer: the Open Inference Protocol, JSON or binary tensors."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = service_of(scope)
+        check_auth(service, scope)
+        params = scope["path_params"]
+        model = service.model(params["model"], params.get("version"))
+        body = await read_body(scope, receive, service.settings.max_body_bytes)
+        codec = service.v2_codecs[model.name]
+        request = codec.decode(body, header(scope, BINARY_HEADER))
+        y = model.predict(request.x)
+        scope["serve.rows"] = len(y)
+        response, headers = codec.encode(request, y)
+        await send_json(send, response, 200, headers)
 
 
 async def live(request: Request) -> Response:
@@ -89,9 +108,29 @@ async def landing_page(request: Request) -> Response:
     return HTMLResponse(service_of(request.scope).page)
 
 
-# The router tries routes in order: the hot prediction route comes first.
+async def v2_server(request: Request) -> Response:
+    return JSONResponse({"name": "housing-serving", "version": __version__, "extensions": ["binary_tensor_data"]})
+
+
+async def v2_model(request: Request) -> Response:
+    service = service_of(request.scope)
+    model = service.model(request.path_params["model"], request.path_params.get("version"))
+    return Response(service.v2_metadata[model.name], media_type="application/json")
+
+
+async def v2_model_ready(request: Request) -> Response:
+    service = service_of(request.scope)
+    model = service.model(request.path_params["model"], request.path_params.get("version"))
+    if not service.ready:
+        raise ServeError(503, f"model {model.name!r} is not ready")
+    return JSONResponse({"name": model.name, "ready": True})
+
+
+# The router tries routes in order: the hot prediction routes come first.
 routes = [
     Route("/models/{model}/predict", Predict(), methods=["POST"]),
+    Route("/v2/models/{model}/infer", Infer(), methods=["POST"]),
+    Route("/v2/models/{model}/versions/{version}/infer", Infer(), methods=["POST"]),
     Route("/", landing_page),
     Route("/health/live", live),
     Route("/health/ready", ready),
@@ -99,6 +138,14 @@ routes = [
     Route("/openapi.json", openapi_document),
     Route("/models", list_models),
     Route("/models/{model}", model_metadata),
+    # Open Inference Protocol (KServe V2)
+    Route("/v2", v2_server),
+    Route("/v2/health/live", live),
+    Route("/v2/health/ready", ready),
+    Route("/v2/models/{model}", v2_model),
+    Route("/v2/models/{model}/versions/{version}", v2_model),
+    Route("/v2/models/{model}/ready", v2_model_ready),
+    Route("/v2/models/{model}/versions/{version}/ready", v2_model_ready),
 ]
 
 

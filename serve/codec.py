@@ -79,15 +79,15 @@ class RecordCodec:
 
     def encode(self, x: np.ndarray, y: np.ndarray, batch: bool) -> bytes:
         """The response body: model, version, prediction(s) and out-of-range warnings."""
-        if not (math.isfinite(float(y[0])) if len(y) == 1 else np.isfinite(y).all()):
-            bad = np.flatnonzero(~np.isfinite(y)).tolist()
-            raise ServeError(422, f"the model gives no finite prediction for record(s) {bad[:10]}: "
-                             "inputs too far outside the training range", records=bad[:100])
-        out_of_range = self.model.out_of_range(x)
-        warnings = orjson.dumps([self._warning(x, r, c, batch) for r, c in out_of_range]) if out_of_range else b"[]"
+        unusable = self.model.non_finite(y)
+        if unusable:
+            raise ServeError(422, f"the model gives no finite prediction for record(s) {unusable[:10]}: "
+                             "inputs too far outside the training range", records=unusable[:100])
+        warnings = self.model.warnings(x, with_record=batch)
+        warnings_json = orjson.dumps(warnings) if warnings else b"[]"
         if batch:
-            return self._batch_head + orjson.dumps(y.tolist()) + b',"warnings":' + warnings + b"}"
-        return self._single_head + orjson.dumps(float(y[0])) + b',"warnings":' + warnings + b"}"
+            return self._batch_head + orjson.dumps(y.tolist()) + b',"warnings":' + warnings_json + b"}"
+        return self._single_head + orjson.dumps(float(y[0])) + b',"warnings":' + warnings_json + b"}"
 
     def _instances(self, payload: dict[str, Any]) -> list[Any]:
         extra = sorted(key for key in payload if key != "instances")
@@ -172,13 +172,3 @@ class RecordCodec:
             raise ServeError(422, f"record {index}: {'; '.join(problems)}", record=index,
                              missing=missing, unknown=unknown)
         return [found[name] for name in self.names]
-
-    def _warning(self, x: np.ndarray, row: int, column: int, batch: bool) -> dict[str, Any]:
-        feature = self.model.features[column]
-        value = float(str(x[row, column]))  # the float32's shortest repr: 0.11, not 0.10999999940395355
-        warning: dict[str, Any] = {"record": row} if batch else {}
-        warning.update(
-            feature=feature.name, value=value, min=feature.minimum, max=feature.maximum, used_by_model=feature.used,
-            message=f"{feature.name}={value:g} is outside the training range [{feature.minimum:g}, {feature.maximum:g}]",
-        )
-        return warning

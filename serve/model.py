@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,28 @@ class Model:
             return []
         rows, columns = np.nonzero(mask)
         return list(zip(rows.tolist(), columns.tolist()))
+
+    def warnings(self, x: np.ndarray, with_record: bool) -> list[dict[str, Any]]:
+        """One warning per value outside the training range, for the caller to hear about."""
+        found = []
+        for row, column in self.out_of_range(x):
+            feature = self.features[column]
+            value = float(str(x[row, column]))  # the float32's shortest repr: 0.11, not 0.10999999940395355
+            found.append({
+                **({"record": row} if with_record else {}),
+                "feature": feature.name, "value": value, "min": feature.minimum, "max": feature.maximum,
+                "used_by_model": feature.used,
+                "message": f"{feature.name}={value:g} is outside the training range "
+                           f"[{feature.minimum:g}, {feature.maximum:g}]",
+            })
+        return found
+
+    @staticmethod
+    def non_finite(y: np.ndarray) -> list[int]:
+        """Rows whose prediction is NaN or infinite (inputs far beyond anything seen in training)."""
+        if math.isfinite(float(y[0])) if len(y) == 1 else np.isfinite(y).all():
+            return []
+        return np.flatnonzero(~np.isfinite(y)).tolist()  # type: ignore[no-any-return]
 
     def warm_up(self) -> None:
         """Run the graph once so the first request does not pay for lazy initialisation."""

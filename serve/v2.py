@@ -1,0 +1,208 @@
+"""The Open Inference Protocol (KServe V2) wire format <-> one (N, n_features) float32 array.
+
+JSON tensors and the binary tensor data extension are two ways of carrying the same bytes; both end
+in `_tensor`, so they share every check. Every refusal is a 400 naming input and position, as the
+protocol asks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import orjson
+
+from serve.codec import json_type_name, parse_json
+from serve.errors import ServeError
+from serve.model import Model
+
+# Accepted input datatypes; FP64 is converted to the model's FP32.
+DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+_NUMBER_TYPES = frozenset((int, float))
+BINARY_HEADER = b"inference-header-content-length"
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    x: np.ndarray
+    id: str | None
+    binary_output: bool
+    # Requested output names; all outputs when the request names none.
+    outputs: tuple[str, ...]
+
+
+def bad(message: str) -> ServeError:
+    return ServeError(400, message)
+
+
+def split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
+    """(JSON header, binary tensor data) per the binary tensor data extension."""
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise bad(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} is not a length "
+                  f"within the {len(body)}-byte body")
+    return body[:int(header_length)], body[int(header_length):]
+
+
+class V2Codec:
+    def __init__(self, model: Model, max_batch: int):
+        self.model = model
+        self.max_batch = max_batch
+        self._by_lower = {name.lower(): i for i, name in enumerate(model.feature_names)}
+
+    def decode(self, body: bytes, header_length: bytes | None) -> InferRequest:
+        head, binary = split_body(body, header_length)
+        payload, _ = parse_json(head)
+        if type(payload) is not dict:
+            raise bad(f"the inference request must be a JSON object, got {json_type_name(payload)}")
+        inputs = payload.get("inputs")
+        if type(inputs) is not list or not inputs:
+            raise bad("'inputs' must be a non-empty array of tensors")
+        request_id = payload.get("id")
+        if request_id is not None and type(request_id) is not str:
+            raise bad(f"'id' must be a string, got {json_type_name(request_id)}")
+        parameters = _parameters(payload, "the request")
+        tensors, used = self._tensors(inputs, binary)
+        if used != len(binary):
+            raise bad(f"{len(binary) - used} bytes of binary data are not claimed by any input's binary_data_size")
+        x = tensors[0] if len(tensors) == 1 else np.concatenate(tensors, axis=1)
+        if len(x) > self.max_batch:
+            raise ServeError(413, f"batch of {len(x)} rows is over the limit of {self.max_batch}", limit=self.max_batch)
+        outputs, binary_output = self._outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
+        return InferRequest(x, request_id, binary_output, outputs)
+
+    def _tensors(self, inputs: list[Any], binary: bytes) -> tuple[list[np.ndarray], int]:
+        """The input tensors as float32 columns in feature order, and the binary bytes they used."""
+        model = self.model
+        offset = 0
+        if len(inputs) == 1 and type(inputs[0]) is dict and inputs[0].get("name") == model.input_name:
+            x, offset = self._tensor(inputs[0], binary, offset, width=len(model.features))
+            return [x], offset
+        columns: dict[int, np.ndarray] = {}
+        unknown = []
+        for tensor in inputs:
+            name = tensor.get("name") if type(tensor) is dict else None
+            index = self._by_lower.get(name.lower()) if type(name) is str else None
+            if index is None:
+                unknown.append(str(name))
+                continue
+            if index in columns:
+                raise bad(f"input for feature {model.feature_names[index]} given twice")
+            columns[index], offset = self._tensor(tensor, binary, offset, width=None)
+        missing = [model.feature_names[i] for i in range(len(model.features)) if i not in columns]
+        if unknown or missing:
+            raise bad(f"expected one input {model.input_name!r} of shape [N, {len(model.features)}] or one input "
+                      f"per feature ({', '.join(model.feature_names)}); unknown inputs: {', '.join(unknown) or 'none'}; "
+                      f"missing features: {', '.join(missing) or 'none'}")
+        rows = {len(column) for column in columns.values()}
+        if len(rows) != 1:
+            raise bad(f"per-feature inputs must all have the same length, got lengths {sorted(rows)}")
+        return [columns[i] for i in range(len(model.features))], offset
+
+    def _tensor(self, tensor: dict[str, Any], binary: bytes, offset: int, width: int | None) -> tuple[np.ndarray, int]:
+        """One input as a float32 array of shape (N, width) (or (N, 1) for a feature column)."""
+        name = tensor["name"]
+        datatype = tensor.get("datatype")
+        if datatype not in DTYPES:
+            raise bad(f"input {name!r}: datatype {datatype!r} is not supported; send FP32 (FP64 is converted)")
+        shape = tensor.get("shape")
+        if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
+            raise bad(f"input {name!r}: 'shape' must be an array of non-negative integers, got {shape!r}")
+        expected = f"[N, {width}]" if width else "[N] or [N, 1]"
+        if (width and (len(shape) != 2 or shape[1] != width)) or (
+                not width and not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1))):
+            raise bad(f"input {name!r}: shape {shape} does not match the model's {expected}")
+        if shape[0] == 0:
+            raise bad(f"input {name!r}: the batch is empty (shape {shape})")
+        count = int(np.prod(shape))
+        parameters = _parameters(tensor, f"input {name!r}")
+        if "shared_memory_region" in parameters:
+            raise bad(f"input {name!r}: shared memory is not supported by this server; send the data in the request")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise bad(f"input {name!r}: binary_data_size {size!r} exceeds the {len(binary) - offset} binary "
+                          "bytes left (is the Inference-Header-Content-Length header set?)")
+            if size != count * DTYPES[datatype].itemsize:
+                raise bad(f"input {name!r}: shape {shape} in {datatype} needs {count * DTYPES[datatype].itemsize} "
+                          f"bytes, binary_data_size is {size}")
+            values = np.frombuffer(binary, DTYPES[datatype], count, offset)
+            offset += size
+        else:
+            values = _json_values(tensor.get("data"), name, count, DTYPES[datatype])
+        with np.errstate(over="ignore"):
+            x = values.astype(np.float32).reshape(shape[0], width or 1)
+        if not np.isfinite(x).all():
+            row, column = (int(i) for i in np.argwhere(~np.isfinite(x))[0])
+            feature = self.model.feature_names[column] if width else name
+            raise bad(f"input {name!r}: row {row}, feature {feature}: value is NaN, infinite or beyond FP32")
+        return x, offset
+
+    def _outputs(self, requested: Any, binary_default: bool) -> tuple[tuple[str, ...], bool]:
+        if requested is None:
+            return (self.model.output_name,), binary_default
+        if type(requested) is not list or not all(type(o) is dict for o in requested):
+            raise bad("'outputs' must be an array of objects naming outputs")
+        names = tuple(o.get("name") for o in requested)
+        unknown = [str(n) for n in names if n != self.model.output_name]
+        if unknown:
+            raise bad(f"unknown output(s) {', '.join(unknown)}; the model has {self.model.output_name!r}")
+        binary = any(_parameters(o, "output").get("binary_data", binary_default) is True for o in requested)
+        return names, binary
+
+    def encode(self, request: InferRequest, y: np.ndarray) -> tuple[bytes, dict[str, str]]:
+        """(response body, extra headers): JSON, or a JSON header followed by binary tensor data."""
+        unusable = self.model.non_finite(y)
+        if unusable:
+            raise bad(f"the model gives no finite prediction for row(s) {unusable[:10]}: "
+                      "inputs too far outside the training range")
+        output: dict[str, Any] = {"name": self.model.output_name, "datatype": "FP32", "shape": [len(y), 1]}
+        raw = b""
+        if request.binary_output:
+            raw = y.astype("<f4").tobytes()
+            output["parameters"] = {"binary_data_size": len(raw)}
+        else:
+            output["data"] = y.tolist()
+        response: dict[str, Any] = {"model_name": self.model.name, "model_version": self.model.version,
+                                    "outputs": [output] if request.outputs else []}
+        if request.id is not None:
+            response["id"] = request.id
+        warnings = self.model.warnings(request.x, with_record=True)
+        if warnings:
+            # V2 parameter values are scalars: the warnings travel as one JSON-encoded string.
+            response["parameters"] = {"warnings": orjson.dumps(warnings).decode()}
+        head = orjson.dumps(response)
+        if not raw:
+            return head, {}
+        return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
+    parameters = owner.get("parameters", {})
+    if type(parameters) is not dict:
+        raise bad(f"'parameters' of {what} must be an object, got {json_type_name(parameters)}")
+    return parameters
+
+
+def _json_values(data: Any, name: str, count: int, dtype: np.dtype[Any]) -> np.ndarray:
+    """JSON tensor data, flat or nested (row-major), as a flat array of `count` numbers."""
+    if type(data) is not list:
+        raise bad(f"input {name!r}: 'data' must be an array (or use binary_data_size), got {json_type_name(data)}")
+    flat = data
+    while flat and type(flat[0]) is list:
+        if not all(type(item) is list for item in flat):
+            raise bad(f"input {name!r}: 'data' mixes nested arrays and numbers")
+        flat = list(chain.from_iterable(flat))
+    if len(flat) != count:
+        raise bad(f"input {name!r}: the shape needs {count} values, 'data' holds {len(flat)}")
+    if not _NUMBER_TYPES.issuperset(map(type, flat)):
+        index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in _NUMBER_TYPES)
+        raise bad(f"input {name!r}: element {index} is {json_type_name(value)}, expected a number")
+    try:
+        with np.errstate(over="ignore"):  # beyond FP32 becomes inf, refused by the caller with its position
+            return np.array(flat, dtype=dtype)
+    except OverflowError:
+        raise bad(f"input {name!r}: an integer is beyond {dtype}") from None
