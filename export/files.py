@@ -1,0 +1,31 @@
+"""Write the export's files so that a reader never sees a half-written one."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from export.errors import ExportError
+
+
+def write_all(directory: Path, files: dict[str, bytes]) -> None:
+    """Stage every file as a temporary file in `directory`, then rename each over its target (atomic)."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
+            staged.append((temporary, directory / name))
+            os.fchmod(handle, 0o644)  # mkstemp's 0600 would make committed models unreadable to others
+            with os.fdopen(handle, "wb") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())
+        for temporary, target in staged:
+            os.replace(temporary, target)
+    except OSError as error:
+        raise ExportError(f"cannot write to {directory}: {error}") from error
+    finally:
+        for temporary, _ in staged:
+            Path(temporary).unlink(missing_ok=True)

@@ -1,0 +1,73 @@
+"""The ONNX metadata: the contract with the service. Every key it reads is written here and only here."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib.metadata import version
+from typing import Any
+
+import onnx
+
+from export.data import Dataset
+from export.metrics import FOLDS, Metrics
+from export.schema import FEATURE_NAMES, FEATURES, INPUT_NAME, OUTPUT_NAME, TARGET
+
+MODEL_VERSION = 1
+PRODUCER = "housing-serving export"
+LIBRARIES = ("numpy", "scikit-learn", "torch", "onnx", "skl2onnx", "onnxscript", "onnxruntime", "tqdm")
+
+
+def build(
+    *,
+    name: str,
+    description: str,
+    features_used: tuple[str, ...],
+    in_sample: Metrics,
+    cv: Metrics,
+    dataset: Dataset,
+    hyperparameters: dict[str, Any],
+) -> dict[str, str]:
+    return {
+        "model_name": name,
+        "model_version": str(MODEL_VERSION),
+        "description": description,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "feature_names": _json(list(FEATURE_NAMES)),
+        "features_used": _json(list(features_used)),
+        "features": _json(_feature_statistics(dataset)),
+        "target": _json({"name": TARGET.name, "description": TARGET.description, "unit": TARGET.unit}),
+        "metrics": _json({"in_sample": in_sample.as_dict(), "cv": {**cv.as_dict(), "folds": FOLDS}}),
+        "data_sha256": dataset.sha256,
+        "libraries": _json({"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}),
+        "hyperparameters": _json(hyperparameters),
+    }
+
+
+def attach(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
+    """A copy of `model` carrying the metadata, version, producer and description."""
+    tagged = onnx.ModelProto()
+    tagged.CopyFrom(model)
+    del tagged.metadata_props[:]
+    onnx.helper.set_model_props(tagged, metadata)
+    tagged.model_version = MODEL_VERSION
+    tagged.producer_name = PRODUCER
+    tagged.producer_version = ""
+    tagged.doc_string = metadata["description"]
+    return tagged
+
+
+def _feature_statistics(dataset: Dataset) -> list[dict[str, Any]]:
+    x = dataset.features
+    # std is the population std (ddof=0), the one the models' standardization uses.
+    columns = zip(FEATURES, x.min(axis=0), x.max(axis=0), x.mean(axis=0), x.std(axis=0))
+    return [
+        {"name": c.name, "description": c.description, "unit": c.unit,
+         "min": float(lo), "max": float(hi), "mean": float(mean), "std": float(std)}
+        for c, lo, hi, mean, std in columns
+    ]
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,191 @@
+"""The exported ONNX graphs: the workshop's figures, parity, batches, metadata contract, reproducibility.
+
+One fresh export per session (in a temporary directory) is compared with the committed `onnx_models/`,
+which proves both that the export is deterministic and that the committed models are current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from export import data, linear, parity, run, runtime, schema
+from export.build import Exported
+from export.errors import ExportError
+from export.metrics import score
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data" / "housing.csv"
+COMMITTED = REPO / "onnx_models"
+NAMES = ("linear", "mlp")
+DATASET = data.load(DATA)
+# The notebook's hand-typed "raw_data" row that its GLM, fed unscaled, predicted as -260.42.
+NOTEBOOK_RAW_ROW = {"CRIM": 0.00532, "ZN": 6, "INDUS": 1.51, "CHAS": 0.0, "NOX": 0.52, "RM": 4.53, "AGE": 40.2,
+                    "DIS": 3.02, "RAD": 2, "TAX": 296.0, "PTRATIO": 0.11292, "B": 397, "LSTAT": 4.98}
+
+
+@pytest.fixture(scope="session")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
+    out = tmp_path_factory.mktemp("onnx_models")
+    return {model.name: model for model in run.export(DATASET, out)}
+
+
+def committed(name: str) -> ort.InferenceSession:
+    return runtime.session(onnx.load(COMMITTED / f"{name}.onnx"))
+
+
+def metadata(name: str) -> dict[str, str]:
+    return dict(committed(name).get_modelmeta().custom_metadata_map)
+
+
+def test_linear_graph_fed_the_full_raw_first_row_predicts_the_notebooks_29_9197() -> None:
+    first_row = DATASET.features[:1]
+    assert runtime.predict(committed("linear"), first_row)[0] == pytest.approx(29.919737211857687, abs=1e-4)
+
+
+def test_linear_graph_has_the_notebooks_in_sample_rmse_5_1649() -> None:
+    predicted = runtime.predict(committed("linear"), DATASET.features)
+    assert score(DATASET.target, predicted).rmse == pytest.approx(5.164851246622656, abs=1e-4)
+
+
+def test_raw_values_are_standardized_inside_so_the_notebooks_minus_260_cannot_happen() -> None:
+    row = np.array([[NOTEBOOK_RAW_ROW[name] for name in schema.FEATURE_NAMES]])
+    # 21.9913 is what the notebook got once it standardized the row by hand.
+    assert runtime.predict(committed("linear"), row)[0] == pytest.approx(21.991264610651193, abs=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_graph_takes_features_batch_by_13_and_returns_medv_batch_by_1(name: str) -> None:
+    session = committed(name)
+    (graph_input,), (graph_output,) = session.get_inputs(), session.get_outputs()
+    assert (graph_input.name, graph_input.type, graph_input.shape[1]) == ("features", "tensor(float)", 13)
+    assert (graph_output.name, graph_output.type, graph_output.shape[1]) == ("MEDV", "tensor(float)", 1)
+    assert isinstance(graph_input.shape[0], str) and graph_input.shape[0] == graph_output.shape[0]
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("batch", [1, 7, 506])
+def test_any_batch_size_gives_the_same_rows_as_the_full_batch(name: str, batch: int) -> None:
+    session = committed(name)
+    rows = DATASET.features[:batch].astype(np.float32)
+    (output,) = session.run(None, {"features": rows})
+    assert output.shape == (batch, 1) and output.dtype == np.float32
+    np.testing.assert_allclose(output.ravel(), runtime.predict(session, DATASET.features)[:batch], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_files_are_single_small_self_contained_checked_onnx_graphs(name: str) -> None:
+    onnx.checker.check_model(str(COMMITTED / f"{name}.onnx"), full_check=True)
+    model = onnx.load(COMMITTED / f"{name}.onnx", load_external_data=False)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    assert (COMMITTED / f"{name}.onnx").stat().st_size < 100_000
+    assert sorted(p.name for p in COMMITTED.iterdir()) == sorted(f"{n}.{e}" for n in NAMES for e in ("md", "onnx", "png"))
+
+
+def test_linear_graph_is_one_gemm_on_the_raw_features() -> None:
+    model = onnx.load(COMMITTED / "linear.onnx")
+    assert [node.op_type for node in model.graph.node] == ["Gemm"]
+    weights = onnx.numpy_helper.to_array(model.graph.initializer[0]).ravel()
+    unused = [i for i, name in enumerate(schema.FEATURE_NAMES) if name not in schema.LINEAR_FEATURES]
+    assert np.all(weights[unused] == 0) and np.all(weights[[*set(range(13)) - set(unused)]] != 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_graph_matches_the_native_model_on_training_and_random_rows(fresh: dict[str, Exported], name: str) -> None:
+    model = fresh[name]
+    for rows in (DATASET.features, parity.random_rows(DATASET.features)):
+        rows32 = rows.astype(np.float32).astype(np.float64)
+        difference = np.abs(runtime.predict(model.model, rows32) - model.native(rows32))
+        assert difference.max() <= 1e-3
+    assert max(model.parity.training_rows, model.parity.random_rows) <= 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", NAMES)
+def test_a_fresh_export_predicts_what_the_committed_model_predicts(fresh: dict[str, Exported], name: str) -> None:
+    rows = np.vstack([DATASET.features, parity.random_rows(DATASET.features)])
+    np.testing.assert_allclose(runtime.predict(fresh[name].model, rows), runtime.predict(committed(name), rows),
+                               rtol=0, atol=1e-6)
+    assert fresh[name].metadata == metadata(name)
+
+
+@pytest.mark.slow
+def test_mlp_cross_validated_rmse_meets_the_bar(fresh: dict[str, Exported]) -> None:
+    assert fresh["mlp"].cv.rmse <= 3.6
+
+
+def test_export_refuses_to_write_anything_when_parity_fails(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(parity, "TOLERANCE", 0.0)
+    with pytest.raises(ExportError, match="differs from the native model"):
+        run.export(DATASET, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_folded_linear_graph_matches_skl2onnx_graph() -> None:
+    converted = linear.convert(linear.fit(DATASET.features, DATASET.target))
+    rows = parity.random_rows(DATASET.features)
+    np.testing.assert_allclose(runtime.predict(linear.fold(converted), rows), runtime.predict(converted, rows),
+                               rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_carries_every_contract_key_readable_by_onnxruntime_and_onnx(name: str) -> None:
+    meta = metadata(name)
+    assert set(meta) == {
+        "model_name", "model_version", "description", "input_name", "output_name", "feature_names",
+        "features_used", "features", "target", "metrics", "data_sha256", "libraries", "hyperparameters",
+    }
+    proto = onnx.load(COMMITTED / f"{name}.onnx")
+    assert {p.key: p.value for p in proto.metadata_props} == meta
+    assert (proto.model_version, proto.doc_string, proto.producer_name) == (1, meta["description"], "housing-serving export")
+    assert (meta["model_name"], meta["model_version"], meta["input_name"], meta["output_name"]) == (name, "1", "features", "MEDV")
+    assert json.loads(meta["feature_names"]) == list(schema.FEATURE_NAMES)
+    used = schema.LINEAR_FEATURES if name == "linear" else schema.FEATURE_NAMES
+    assert json.loads(meta["features_used"]) == list(used)
+    assert meta["data_sha256"] == hashlib.sha256(DATA.read_bytes()).hexdigest()
+    assert json.loads(meta["target"]) == {"name": "MEDV", "description": schema.TARGET.description, "unit": "USD 1000s"}
+    assert {"python", "numpy", "scikit-learn", "torch", "onnx", "skl2onnx", "onnxruntime"} <= set(json.loads(meta["libraries"]))
+    assert "\n" not in meta["description"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_feature_metadata_has_schema_names_and_training_statistics(name: str) -> None:
+    features = json.loads(metadata(name)["features"])
+    x = DATASET.features
+    expected = [
+        {"name": c.name, "description": c.description, "unit": c.unit, "min": lo, "max": hi, "mean": m, "std": s}
+        for c, lo, hi, m, s in zip(schema.FEATURES, x.min(0), x.max(0), x.mean(0), x.std(0))
+    ]
+    assert len(features) == len(expected)
+    for feature, wanted in zip(features, expected):
+        assert feature == pytest.approx(wanted)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metric_metadata_matches_the_graphs_own_predictions(name: str) -> None:
+    metrics = json.loads(metadata(name)["metrics"])
+    in_sample = score(DATASET.target, runtime.predict(committed(name), DATASET.features))
+    assert metrics["in_sample"] == pytest.approx(in_sample.as_dict())
+    assert set(metrics["cv"]) == {"rmse", "mae", "r2", "folds"} and metrics["cv"]["folds"] == 5
+
+
+def test_hyperparameter_metadata_describes_each_training() -> None:
+    assert json.loads(metadata("linear")["hyperparameters"])["formula"] == (
+        "MEDV ~ CRIM + INDUS + CHAS + RM + AGE + DIS + TAX + LSTAT")
+    mlp = json.loads(metadata("mlp")["hyperparameters"])
+    assert {"hidden", "optimizer", "lr", "weight_decay", "max_epochs", "patience", "final_epochs", "seed"} <= set(mlp)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_card_and_plot_are_written_next_to_the_model(name: str) -> None:
+    card = (COMMITTED / f"{name}.md").read_text()
+    for section in ("## Metrics", "## Intended use", "## Caveats", "Feature `B`", "training ranges", f"{name}.png"):
+        assert section in card
+    assert (COMMITTED / f"{name}.png").read_bytes().startswith(b"\x89PNG")
