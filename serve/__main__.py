@@ -35,6 +35,8 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
                         help="requests in flight per worker before answering 503 (0: unlimited)")
+    parser.add_argument("--coalesce-rows", type=int, default=defaults.coalesce_rows,
+                        help="requests of at most this many rows arriving together share one model call (0: off)")
     args = parser.parse_args(argv)
     return replace(defaults, **{key: value for key, value in vars(args).items()})
 

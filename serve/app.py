@@ -49,7 +49,7 @@ class Predict:
         body = await read_body(scope, receive, service.settings.max_body_bytes)
         codec = service.codecs[model.name]
         x, batch = codec.decode(body)
-        y = model.predict(x)
+        y = await service.coalescers[model.name].predict(x)
         scope["serve.rows"] = len(y)
         await send_json(send, codec.encode(x, y, batch))
 
@@ -65,7 +65,7 @@ class Infer:
         body = await read_body(scope, receive, service.settings.max_body_bytes)
         codec = service.v2_codecs[model.name]
         request = codec.decode(body, header(scope, BINARY_HEADER))
-        y = model.predict(request.x)
+        y = await service.coalescers[model.name].predict(request.x)
         scope["serve.rows"] = len(y)
         response, headers = codec.encode(request, y)
         await send_json(send, response, 200, headers)

@@ -37,6 +37,31 @@ def parse_json(body: bytes) -> tuple[Any, bool]:
             raise ServeError(400, f"malformed JSON: {fast_error}") from None
 
 
+_QUOTE, _LOWER_A, _LOWER_Z, _LOWER_E = 34, 97, 122, 101
+_INSTANCES = "instances"
+
+
+def _lowercase_letters(text: str) -> int:
+    """Lowercase ASCII letters other than the exponent's e: what true, false and null are made of."""
+    return sum("a" <= c <= "z" and c != "e" for c in text)
+
+
+def _only_numbers(body: bytes, keys: list[str], copies: int) -> bool:
+    """Whether a batch whose records all have exactly the known `keys` (`copies` times over, plus
+    "instances") holds nothing but numbers as values, read off the raw bytes: ~60 us for 1,000
+    records, against ~300 us to check 13,000 Python objects.
+
+    Its only strings are then its keys, two quotes each: a string value or an escaped quote would
+    add more. Literals true, false and null would add lowercase letters, which numbers (but for the
+    exponent's e) never have; a key spelled with an escape adds some too and just takes the
+    exhaustive path."""
+    raw = np.frombuffer(body, np.uint8)
+    lower = np.count_nonzero((raw >= _LOWER_A) & (raw <= _LOWER_Z) & (raw != _LOWER_E))
+    quotes = 2 * (1 + len(keys) * copies)
+    letters = _lowercase_letters(_INSTANCES) + copies * sum(map(_lowercase_letters, keys))
+    return bool(np.count_nonzero(raw == _QUOTE) == quotes and lower == letters)
+
+
 def json_type_name(value: Any) -> str:
     return _JSON_TYPE_NAMES.get(type(value), type(value).__name__)
 
@@ -69,11 +94,11 @@ class RecordCodec:
     def decode(self, body: bytes) -> tuple[np.ndarray, bool]:
         """(array of shape (N, n_features), whether the body was a batch)."""
         payload, strict = parse_json(body)
-        if type(payload) is dict and "instances" in payload:
-            return self._rows(self._instances(payload), strict), True
+        if type(payload) is dict and _INSTANCES in payload:
+            return self._rows(self._instances(payload), body if strict else None), True
         if type(payload) is dict or type(payload) is list:
             x = self._fast_record(payload) if strict else None
-            return (x if x is not None else self._rows([payload], False)), False
+            return (x if x is not None else self._rows([payload], None)), False
         raise ServeError(400, "body must be a JSON object: one record, or {\"instances\": [record, ...]}; "
                          f"got {json_type_name(payload)}")
 
@@ -115,11 +140,12 @@ class RecordCodec:
             return None
         return np.array((values,), dtype=np.float32)
 
-    def _rows(self, records: list[Any], strict: bool) -> np.ndarray:
-        x = self._fast_rows(records) if strict else None
+    def _rows(self, records: list[Any], body: bytes | None) -> np.ndarray:
+        """`body` is the raw JSON when orjson parsed it (so every float in it is finite), else None."""
+        x = self._fast_rows(records, body) if body is not None else None
         return x if x is not None else np.array([self._record(r, i) for i, r in enumerate(records)], np.float32)
 
-    def _fast_rows(self, records: list[Any]) -> np.ndarray | None:
+    def _fast_rows(self, records: list[Any], body: bytes) -> np.ndarray | None:
         """A well-formed batch in C-level operations, or None for the exhaustive path to judge."""
         n = len(self.names)
         kind = type(records[0])
@@ -131,12 +157,12 @@ class RecordCodec:
             rows = list(map(self._get, records)) if kind is dict else records
         except KeyError:
             return None
-        if not _NUMBER_TYPES.issuperset(map(type, chain.from_iterable(rows))):
+        if not _only_numbers(body, list(self.names), len(records) if kind is dict else 0):
             return None
         try:
             with np.errstate(over="ignore"):
-                x = np.array(rows, dtype=np.float32)
-        except OverflowError:  # an integer beyond float64
+                x = np.fromiter(chain.from_iterable(rows), np.float32, count=n * len(rows)).reshape(-1, n)
+        except (TypeError, ValueError, OverflowError):  # a nested value, an integer beyond float64
             return None
         return x if np.isfinite(x).all() else None
 

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from serve import openapi, page
+from serve.batching import Coalescer
 from serve.codec import RecordCodec
 from serve.v2 import V2Codec
 from serve.errors import ServeError
@@ -27,6 +28,7 @@ class Service:
     models: dict[str, Model] = field(default_factory=dict)
     codecs: dict[str, RecordCodec] = field(default_factory=dict)
     v2_codecs: dict[str, V2Codec] = field(default_factory=dict)
+    coalescers: dict[str, Coalescer] = field(default_factory=dict)
     metadata: dict[str, bytes] = field(default_factory=dict)
     v2_metadata: dict[str, bytes] = field(default_factory=dict)
     metrics: Metrics | None = None
@@ -40,6 +42,7 @@ class Service:
         for model in self.models.values():
             logger.info("loaded model %s version %s from %s", model.name, model.version, model.path)
         self.codecs = {name: RecordCodec(m, self.settings.max_batch) for name, m in self.models.items()}
+        self.coalescers = {name: Coalescer(m, self.settings.coalesce_rows) for name, m in self.models.items()}
         self.v2_codecs = {name: V2Codec(m, self.settings.max_batch) for name, m in self.models.items()}
         self.metadata = {name: orjson.dumps(model_document(m)) for name, m in self.models.items()}
         self.v2_metadata = {name: orjson.dumps(v2_model_document(m)) for name, m in self.models.items()}

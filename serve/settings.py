@@ -25,6 +25,8 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     # Requests handled at once per worker before answering 503 (0: unlimited).
     max_concurrency: int = 0
+    # Requests of at most this many rows that arrive together share one onnxruntime call (0: off).
+    coalesce_rows: int = 16
     graceful_timeout: float = 30.0
     # Where workers share metrics; set by the launcher when several workers run.
     metrics_dir: str = ""
@@ -32,6 +34,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.access_log not in ACCESS_LOG_FORMATS:
             raise ValueError(f"SERVE_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FORMATS)}, got {self.access_log!r}")
+        if self.coalesce_rows < 0 or self.max_concurrency < 0:
+            raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
         for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")

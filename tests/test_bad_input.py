@@ -77,6 +77,22 @@ def test_the_bad_record_of_a_batch_is_named_by_index(client: TestClient) -> None
     assert status == 422 and (body["record"], body["field"]) == (2, "AGE")
 
 
+@pytest.mark.parametrize("raw", ['"5"', "true", "false", "null", "[1]", '{"v": 1}', "NaN", "1e400"])
+@pytest.mark.parametrize("shape", ["objects", "arrays"])
+def test_any_non_number_in_a_large_batch_is_named_by_index(client: TestClient, raw: str, shape: str) -> None:
+    good = json.dumps(FIRST) if shape == "objects" else json.dumps([FIRST[k] for k in FEATURES])
+    bad = with_value("DIS", raw) if shape == "objects" else "[" + ", ".join(
+        raw if k == "DIS" else json.dumps(v) for k, v in FIRST.items()) + "]"
+    status, body = post(client, '{"instances": [' + ",".join([good] * 500 + [bad] + [good] * 10) + "]}")
+    assert status == 422 and (body["record"], body["field"]) == (500, "DIS")
+
+
+def test_case_insensitive_names_work_in_a_large_batch_too(client: TestClient) -> None:
+    records = [FIRST] * 100 + [{k.lower(): v for k, v in FIRST.items()}]
+    status, body = post(client, json.dumps({"instances": records}))
+    assert status == 200 and len(set(body["predictions"])) == 1
+
+
 def test_an_overflow_in_a_batch_is_named_by_index(client: TestClient) -> None:
     rows = [json.dumps(FIRST), json.dumps(FIRST), with_value("B", "1e39")]
     status, body = post(client, '{"instances": [' + ",".join(rows) + "]}")

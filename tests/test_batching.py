@@ -1,0 +1,76 @@
+"""Zero-delay dynamic batching: concurrent small requests share one model call, each gets its own rows."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from serve.batching import Coalescer
+from serve.model import Model
+from tests.conftest import FEATURES, MODEL_DIR, ROWS
+
+X = np.array([[row[k] for k in FEATURES] for row in ROWS], dtype=np.float32)
+
+
+@pytest.fixture
+def counted() -> tuple[Model, list[int]]:
+    model = Model.load(MODEL_DIR / "mlp.onnx")
+    calls: list[int] = []
+    predict = model.predict
+
+    def counting(x: np.ndarray) -> np.ndarray:
+        calls.append(len(x))
+        return predict(x)
+
+    model.predict = counting  # type: ignore[method-assign]
+    return model, calls
+
+
+def test_requests_arriving_together_share_one_call_and_get_their_own_rows(counted: tuple[Model, list[int]]) -> None:
+    model, calls = counted
+    coalescer = Coalescer(model, max_rows=16)
+    sizes = [1, 3, 1, 2, 1] * 10
+
+    async def run() -> list[np.ndarray]:
+        starts = np.cumsum([0, *sizes[:-1]])
+        return await asyncio.gather(*(coalescer.predict(X[s:s + n]) for s, n in zip(starts, sizes)))
+
+    answers = asyncio.run(run())
+    assert calls == [sum(sizes)]
+    expected = Model.load(MODEL_DIR / "mlp.onnx").predict(X[:sum(sizes)])
+    np.testing.assert_array_equal(np.concatenate(answers), expected)
+    assert [len(a) for a in answers] == sizes
+
+
+def test_a_large_batch_runs_on_its_own(counted: tuple[Model, list[int]]) -> None:
+    model, calls = counted
+    asyncio.run(Coalescer(model, max_rows=16).predict(X[:100]))
+    assert calls == [100]
+
+
+def test_zero_turns_batching_off(counted: tuple[Model, list[int]]) -> None:
+    model, calls = counted
+    coalescer = Coalescer(model, max_rows=0)
+
+    async def run() -> None:
+        await asyncio.gather(*(coalescer.predict(X[i:i + 1]) for i in range(5)))
+
+    asyncio.run(run())
+    assert calls == [1] * 5
+
+
+def test_a_cancelled_request_does_not_disturb_the_others(counted: tuple[Model, list[int]]) -> None:
+    model, _ = counted
+    coalescer = Coalescer(model, max_rows=16)
+
+    async def run() -> list[np.ndarray]:
+        doomed = asyncio.ensure_future(coalescer.predict(X[:1]))
+        others = [asyncio.ensure_future(coalescer.predict(X[i:i + 1])) for i in (1, 2)]
+        await asyncio.sleep(0)
+        doomed.cancel()
+        return list(await asyncio.gather(*others))
+
+    answers = asyncio.run(run())
+    np.testing.assert_array_equal(np.concatenate(answers), model.predict(X[1:3]))
