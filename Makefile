@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # Debian packages the test suite drives for real (browser test, container test).
-APT_TEST_PACKAGES := chromium chromium-driver podman buildah runc debootstrap uidmap slirp4netns
+APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap
 
 .PHONY: run test export system-deps clean
 
