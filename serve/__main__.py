@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("model %s version %s: %s", model.name, model.version, model.path)
     logger.info("serving %d model(s) on http://%s:%d with %d worker(s)", len(models), settings.host, settings.port,
                 settings.workers)
+    del models  # every worker loads its own; the launcher must not hold a copy for the server's lifetime
     # uvicorn drains on SIGTERM, then re-raises it to the handler it found: make that a no-op, so that
     # a drained stop exits 0 (what orchestrators count as a clean stop) rather than "killed by signal".
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
