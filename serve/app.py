@@ -7,8 +7,9 @@ Response objects would cost more than the model.
 from __future__ import annotations
 
 import hmac
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response

@@ -13,7 +13,7 @@ def header(scope: Scope, name: bytes) -> bytes | None:
     """The first value of a (lower-case) header, without building a Headers object."""
     for key, value in scope["headers"]:
         if key == name:
-            return value
+            return bytes(value)
     return None
 
 

@@ -39,7 +39,7 @@ class Coalescer:
         self._rows, self._waiting = [], []
         try:
             y = self.model.predict(rows[0] if len(rows) == 1 else np.concatenate(rows))
-        except Exception as exc:  # inputs are validated, so this is a server fault: fail every waiter
+        except Exception as exc:  # noqa: BLE001 -- inputs are validated, so a server fault: fail every waiter
             for future in waiting:
                 if not future.done():
                     future.set_exception(exc)

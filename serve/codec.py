@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from itertools import chain
 from operator import itemgetter
 from typing import Any
@@ -132,10 +133,14 @@ class RecordCodec:
         """A well-formed single record, or None for the exhaustive path to judge."""
         if len(record) != len(self.names):
             return None
-        try:
-            values = self._get(record) if type(record) is dict else record
-        except KeyError:
-            return None
+        values: Sequence[Any]
+        if isinstance(record, dict):
+            try:
+                values = self._get(record)
+            except KeyError:
+                return None
+        else:
+            values = record
         if not _NUMBER_TYPES.issuperset(map(type, values)) or max(values) > _FLOAT32_MAX or min(values) < -_FLOAT32_MAX:
             return None
         return np.array((values,), dtype=np.float32)

@@ -80,7 +80,8 @@ class Model:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions for the rows of `x`, shape (N,)."""
-        return self._run(self._outputs, {self.input_name: x}, self._run_options)[0].reshape(-1)
+        y: np.ndarray = self._run(self._outputs, {self.input_name: x}, self._run_options)[0]
+        return y.reshape(-1)
 
     def out_of_range(self, x: np.ndarray) -> list[tuple[int, int]]:
         """(row, feature) pairs whose value lies outside the training range."""
@@ -112,7 +113,8 @@ class Model:
         """Rows whose prediction is NaN or infinite (inputs far beyond anything seen in training)."""
         if math.isfinite(float(y[0])) if len(y) == 1 else np.isfinite(y).all():
             return []
-        return np.flatnonzero(~np.isfinite(y)).tolist()  # type: ignore[no-any-return]
+        rows: list[int] = np.flatnonzero(~np.isfinite(y)).tolist()
+        return rows
 
     def warm_up(self) -> None:
         """Run the graph once so the first request does not pay for lazy initialisation."""

@@ -11,12 +11,12 @@ import orjson
 from serve import openapi, page
 from serve.batching import Coalescer
 from serve.codec import RecordCodec
-from serve.v2 import V2Codec
 from serve.errors import ServeError
 from serve.metrics import Metrics
 from serve.model import Model
 from serve.registry import load_models
 from serve.settings import Settings
+from serve.v2 import V2Codec
 
 logger = logging.getLogger("serve")
 

@@ -48,7 +48,7 @@ class Settings:
             raw = environ.get(ENV_PREFIX + field.name.upper())
             if raw is None:
                 continue
-            kind = type(field.default)
+            kind = _FIELD_TYPES[field.name]
             try:
                 values[field.name] = kind(raw)
             except ValueError:
@@ -57,3 +57,7 @@ class Settings:
 
     def to_env(self) -> dict[str, str]:
         return {ENV_PREFIX + field.name.upper(): str(getattr(self, field.name)) for field in fields(self)}
+
+
+# How each setting is read from its environment variable: the type of its default.
+_FIELD_TYPES: dict[str, type] = {field.name: type(field.default) for field in fields(Settings)}

@@ -19,7 +19,7 @@ from serve.errors import ServeError
 from serve.model import Model
 
 # Accepted input datatypes; FP64 is converted to the model's FP32.
-DTYPES = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
+DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
 _NUMBER_TYPES = frozenset((int, float))
 BINARY_HEADER = b"inference-header-content-length"
 
