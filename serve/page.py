@@ -20,6 +20,7 @@ label{display:flex;flex-direction:column;font-size:13px}.result{margin-top:.8em;
 """
 
 _SCRIPT = """
+for (const pre of document.querySelectorAll("pre.curl")) pre.textContent = pre.textContent.replace("http://HOST", location.origin);
 for (const form of document.querySelectorAll("form.try")) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -48,10 +49,13 @@ for (const form of document.querySelectorAll("form.try")) {
 """
 
 
+_METRIC_NAMES = {"in_sample": "in-sample", "cv": "5-fold CV"}
+
+
 def _metrics_table(model: Model) -> str:
     metrics = model.metadata["metrics"]
     rows = "".join(
-        f"<tr><td>{escape(kind)}</td>" + "".join(f"<td>{values.get(k, float('nan')):.3f}</td>" for k in ("rmse", "mae", "r2"))
+        f"<tr><td>{escape(_METRIC_NAMES.get(kind, kind))}</td>" + "".join(f"<td>{values.get(k, float('nan')):.3f}</td>" for k in ("rmse", "mae", "r2"))
         + "</tr>"
         for kind, values in metrics.items()
     )
@@ -79,7 +83,7 @@ def _section(model: Model, auth: bool) -> str:
 {_metrics_table(model)}
 <table><tr><th>feature</th><th>meaning</th><th>unit</th><th>training range</th><th>used</th></tr>{features}</table>
 <h3>curl</h3>
-<pre>curl -s http://HOST{url}{auth_header} -H 'Content-Type: application/json' \\
+<pre class="curl">curl -s http://HOST{url}{auth_header} -H 'Content-Type: application/json' \\
   -d '{escape(example)}'</pre>
 <h3>Try it</h3>
 <form class="try" data-url="{url}">{inputs}<button type="submit">Predict</button></form>
