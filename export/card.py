@@ -77,7 +77,8 @@ def render(model: Exported) -> str:
 def plot(model: Exported) -> bytes:
     figure = Figure(figsize=(5, 5), dpi=80)
     axes = figure.add_subplot()
-    axes.scatter(model.actual, model.out_of_fold, s=8, alpha=0.6, label=f"5-fold out-of-fold (RMSE {model.cv.rmse:.2f})")
+    axes.scatter(model.actual, model.out_of_fold, s=8, alpha=0.6,
+                 label=f"5-fold out-of-fold (RMSE {model.cv.rmse:.2f})")
     axes.scatter(model.actual, model.predicted, s=8, alpha=0.6, label=f"in-sample (RMSE {model.in_sample.rmse:.2f})")
     highest = max(model.actual.max(), model.predicted.max(), model.out_of_fold.max())
     limits = (0.0, float(highest) * 1.05)

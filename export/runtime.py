@@ -15,7 +15,9 @@ def session(model: onnx.ModelProto) -> ort.InferenceSession:
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def predict(model: onnx.ModelProto | ort.InferenceSession, features: npt.NDArray[np.floating]) -> npt.NDArray[np.float64]:
+def predict(
+    model: onnx.ModelProto | ort.InferenceSession, features: npt.NDArray[np.floating]
+) -> npt.NDArray[np.float64]:
     """Predictions as a flat float64 array; the graph itself runs in float32."""
     runner = session(model) if isinstance(model, onnx.ModelProto) else model
     (output,) = runner.run(None, {runner.get_inputs()[0].name: features.astype(np.float32)})

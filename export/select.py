@@ -40,7 +40,7 @@ def main() -> None:
         metrics = score(dataset.target, predicted)
         results.append((metrics.rmse, config))
         chosen = "  <- CHOSEN" if config == CHOSEN else ""
-        print(f"{metrics.rmse:>8.3f}{metrics.mae:>7.3f}{metrics.r2:>7.3f}  {str(kept_epochs):<28}"
+        print(f"{metrics.rmse:>8.3f}{metrics.mae:>7.3f}{metrics.r2:>7.3f}  {kept_epochs!s:<28}"
               f"{time.perf_counter() - started:>6.1f}s  {config.describe()}{chosen}", flush=True)
     best = min(results, key=lambda result: result[0])[1]
     print(f"lowest CV RMSE: {best.describe()}" + (" (= CHOSEN)" if best == CHOSEN else " (differs from CHOSEN)"))

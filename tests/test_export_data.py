@@ -33,7 +33,9 @@ def without_column(column: str) -> str:
 CASES = {
     "missing column": (without_column("RM"), ["line 1", "missing column(s) RM"]),
     "misnamed column": (GOOD.replace("LSTAT", "LSTATS", 1), ["line 1", "missing column(s) LSTAT", "'LSTATS'"]),
-    "non-numeric cell": (with_cell(5, "TAX", "cheap"), ["line 5", "data row 4", "column TAX", "'cheap' is not a number"]),
+    "non-numeric cell": (
+        with_cell(5, "TAX", "cheap"), ["line 5", "data row 4", "column TAX", "'cheap' is not a number"]
+    ),
     "literal nan": (with_cell(7, "RM", "nan"), ["line 7", "column RM", "'nan' is not a finite number"]),
     "empty cell": (with_cell(3, "CRIM", ""), ["line 3", "column CRIM", "empty cell"]),
     "ragged row": (GOOD.replace(ROWS[9], ROWS[9] + ",1.0"), ["line 11", "15 cells, expected 14"]),

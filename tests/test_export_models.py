@@ -85,7 +85,8 @@ def test_files_are_single_small_self_contained_checked_onnx_graphs(name: str) ->
     model = onnx.load(COMMITTED / f"{name}.onnx", load_external_data=False)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     assert (COMMITTED / f"{name}.onnx").stat().st_size < 100_000
-    assert sorted(p.name for p in COMMITTED.iterdir()) == sorted(f"{n}.{e}" for n in NAMES for e in ("md", "onnx", "png"))
+    expected = sorted(f"{n}.{e}" for n in NAMES for e in ("md", "onnx", "png"))
+    assert sorted(p.name for p in COMMITTED.iterdir()) == expected
 
 
 def test_linear_graph_is_one_gemm_on_the_raw_features() -> None:
@@ -144,14 +145,17 @@ def test_metadata_carries_every_contract_key_readable_by_onnxruntime_and_onnx(na
     }
     proto = onnx.load(COMMITTED / f"{name}.onnx")
     assert {p.key: p.value for p in proto.metadata_props} == meta
-    assert (proto.model_version, proto.doc_string, proto.producer_name) == (1, meta["description"], "housing-serving export")
-    assert (meta["model_name"], meta["model_version"], meta["input_name"], meta["output_name"]) == (name, "1", "features", "MEDV")
+    assert (proto.model_version, proto.doc_string, proto.producer_name) == (
+        1, meta["description"], "housing-serving export")
+    assert (meta["model_name"], meta["model_version"], meta["input_name"], meta["output_name"]) == (
+        name, "1", "features", "MEDV")
     assert json.loads(meta["feature_names"]) == list(schema.FEATURE_NAMES)
     used = schema.LINEAR_FEATURES if name == "linear" else schema.FEATURE_NAMES
     assert json.loads(meta["features_used"]) == list(used)
     assert meta["data_sha256"] == hashlib.sha256(DATA.read_bytes()).hexdigest()
     assert json.loads(meta["target"]) == {"name": "MEDV", "description": schema.TARGET.description, "unit": "USD 1000s"}
-    assert {"python", "numpy", "scikit-learn", "torch", "onnx", "skl2onnx", "onnxruntime"} <= set(json.loads(meta["libraries"]))
+    libraries = set(json.loads(meta["libraries"]))
+    assert {"python", "numpy", "scikit-learn", "torch", "onnx", "skl2onnx", "onnxruntime"} <= libraries
     assert "\n" not in meta["description"]
 
 

@@ -170,7 +170,7 @@ def test_the_json_access_log_carries_the_request_id(tmp_path: Path) -> None:
             time.sleep(0.05)
         line = next(line for line in server.log().splitlines() if "trace-42" in line)
         entry = json.loads(line)
-        assert entry["request_id"] == "trace-42" and entry["status"] == 200 and entry["path"] == "/models/linear/predict"
+        assert (entry["request_id"], entry["status"], entry["path"]) == ("trace-42", 200, "/models/linear/predict")
 
 
 def test_overload_beyond_the_concurrency_limit_is_503_with_retry_after(tmp_path: Path) -> None:

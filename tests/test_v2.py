@@ -146,7 +146,8 @@ def test_requested_outputs_are_honoured(client: TestClient) -> None:
     header_length = int(response.headers["inference-header-content-length"])
     head = json.loads(response.content[:header_length])
     assert head["outputs"][0]["parameters"]["binary_data_size"] == 4
-    assert np.frombuffer(response.content[header_length:], "<f4")[0] == pytest.approx(first_prediction(client), abs=1e-6)
+    prediction = np.frombuffer(response.content[header_length:], "<f4")[0]
+    assert prediction == pytest.approx(first_prediction(client), abs=1e-6)
     assert v2(client, {**body, "outputs": [{"name": "price"}]}).status_code == 400
 
 
@@ -212,7 +213,8 @@ def test_versioned_routes_answer_like_the_plain_ones(client: TestClient) -> None
     assert client.get("/v2/models/mlp/versions/1").json() == client.get("/v2/models/mlp").json()
     assert client.get("/v2/models/mlp/versions/1/ready").status_code == 200
     body = {"inputs": [tensor([FIRST[k] for k in FEATURES], [1, 13])]}
-    assert v2(client, body, "/v2/models/linear/versions/1/infer").json()["outputs"] == v2(client, body).json()["outputs"]
+    versioned = v2(client, body, "/v2/models/linear/versions/1/infer")
+    assert versioned.json()["outputs"] == v2(client, body).json()["outputs"]
 
 
 def test_readiness_is_503_json_until_models_are_loaded() -> None:
