@@ -17,12 +17,14 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serve.errors import ServeError
+from serve.errors import ServeError, shortlist
 from serve.model import Model
 
 _NUMBER_TYPES = frozenset((int, float))
 _JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", type(None): "null", dict: "an object", list: "an array"}
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Numbers below this in magnitude round to a finite float32 (the largest float32 plus half its last
+# step; the tie rounds to infinity); the batch and V2 paths convert with numpy, which rounds the same way.
+FLOAT32_LIMIT = float(np.finfo(np.float32).max) + 2.0 ** 103
 
 
 def parse_json(body: bytes) -> tuple[Any, bool]:
@@ -33,9 +35,40 @@ def parse_json(body: bytes) -> tuple[Any, bool]:
         return orjson.loads(body), True
     except orjson.JSONDecodeError as fast_error:
         try:
-            return json.loads(body), False
+            value = json.loads(body)
+            # The standard library also lets lone surrogates ("\ud800") through, which orjson rightly
+            # refuses: text that cannot be encoded again must not reach an error message or an echo.
+            json.dumps(value, ensure_ascii=False).encode()
+            return value, False
         except (ValueError, RecursionError):
             raise ServeError(400, f"malformed JSON: {fast_error}") from None
+
+
+class _RepeatedKey(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _RepeatedKey(key)
+            seen.add(key)
+    return found
+
+
+def repeated_key(body: bytes) -> str | None:
+    """The first key some object in `body` gives twice, or None. orjson silently keeps the last value;
+    callers ask only when their cheap quote count says a key may repeat."""
+    try:
+        json.loads(body, object_pairs_hook=_unique_pairs)
+    except _RepeatedKey as repeated:
+        return str(repeated)
+    except (ValueError, RecursionError):  # orjson read it, the standard library cannot: no verdict
+        return None
+    return None
 
 
 _QUOTE, _LOWER_A, _LOWER_Z, _LOWER_E = 34, 97, 122, 101
@@ -73,7 +106,7 @@ def check_number(value: Any, field: str, record: int) -> float:
         raise ServeError(422, f"record {record}, field {field}: expected a number, got {json_type_name(value)}",
                          record=record, field=field)
     number = float(value) if not isinstance(value, int) or abs(value) < 2**1024 else math.inf
-    if not math.isfinite(number) or abs(number) > _FLOAT32_MAX:
+    if not math.isfinite(number) or abs(number) >= FLOAT32_LIMIT:
         raise ServeError(422, f"record {record}, field {field}: {value!r} is not a finite 32-bit float "
                          "(NaN, Infinity and overflow are refused)", record=record, field=field)
     return number
@@ -96,10 +129,12 @@ class RecordCodec:
         """(array of shape (N, n_features), whether the body was a batch)."""
         payload, strict = parse_json(body)
         if type(payload) is dict and _INSTANCES in payload:
-            return self._rows(self._instances(payload), body if strict else None), True
+            records = self._instances(payload)
+            x = self._fast_rows(records, body) if strict else None
+            return (x if x is not None else self._checked_rows(records, body, outer_keys=1)), True
         if type(payload) is dict or type(payload) is list:
-            x = self._fast_record(payload) if strict else None
-            return (x if x is not None else self._rows([payload], None)), False
+            x = self._fast_record(payload, body) if strict else None
+            return (x if x is not None else self._checked_rows([payload], body, outer_keys=0)), False
         raise ServeError(400, "body must be a JSON object: one record, or {\"instances\": [record, ...]}; "
                          f"got {json_type_name(payload)}")
 
@@ -118,7 +153,7 @@ class RecordCodec:
     def _instances(self, payload: dict[str, Any]) -> list[Any]:
         extra = sorted(key for key in payload if key != "instances")
         if extra:
-            raise ServeError(422, f"unknown fields beside 'instances': {', '.join(extra)}", unknown=extra)
+            raise ServeError(422, f"unknown fields beside 'instances': {', '.join(extra)}", unknown=shortlist(extra))
         records = payload["instances"]
         if type(records) is not list:
             raise ServeError(422, f"'instances' must be an array of records, got {json_type_name(records)}")
@@ -129,9 +164,9 @@ class RecordCodec:
                              limit=self.max_batch)
         return records
 
-    def _fast_record(self, record: dict[str, Any] | list[Any]) -> np.ndarray | None:
+    def _fast_record(self, record: dict[str, Any] | list[Any], body: bytes) -> np.ndarray | None:
         """A well-formed single record, or None for the exhaustive path to judge."""
-        if len(record) != len(self.names):
+        if len(record) != len(self.names) or (type(record) is dict and body.count(b'"') != 2 * len(record)):
             return None
         values: Sequence[Any]
         if isinstance(record, dict):
@@ -141,14 +176,21 @@ class RecordCodec:
                 return None
         else:
             values = record
-        if not _NUMBER_TYPES.issuperset(map(type, values)) or max(values) > _FLOAT32_MAX or min(values) < -_FLOAT32_MAX:
+        if (not _NUMBER_TYPES.issuperset(map(type, values))
+                or max(values) >= FLOAT32_LIMIT or min(values) <= -FLOAT32_LIMIT):
             return None
         return np.array((values,), dtype=np.float32)
 
-    def _rows(self, records: list[Any], body: bytes | None) -> np.ndarray:
-        """`body` is the raw JSON when orjson parsed it (so every float in it is finite), else None."""
-        x = self._fast_rows(records, body) if body is not None else None
-        return x if x is not None else np.array([self._record(r, i) for i, r in enumerate(records)], np.float32)
+    def _checked_rows(self, records: list[Any], body: bytes, outer_keys: int) -> np.ndarray:
+        """Every record judged one by one; `outer_keys` counts the keys around the records ("instances")."""
+        x = np.array([self._record(r, i) for i, r in enumerate(records)], np.float32)
+        # Valid records leave feature names as the body's only strings, so more quotes than their keys
+        # need means some object repeats a key (which the parser resolved silently, last one wins).
+        keys = outer_keys + sum(len(r) for r in records if type(r) is dict)
+        if body.count(b'"') != 2 * keys and (key := repeated_key(body)) is not None:
+            raise ServeError(422, f"key {key!r} is given twice in one object: which value is meant is ambiguous",
+                             field=self._by_lower.get(key.lower(), key))
+        return x
 
     def _fast_rows(self, records: list[Any], body: bytes) -> np.ndarray | None:
         """A well-formed batch in C-level operations, or None for the exhaustive path to judge."""
@@ -201,5 +243,5 @@ class RecordCodec:
             problems = ([f"missing features: {', '.join(missing)}"] if missing else []) + (
                 [f"unknown fields: {', '.join(unknown)}"] if unknown else [])
             raise ServeError(422, f"record {index}: {'; '.join(problems)}", record=index,
-                             missing=missing, unknown=unknown)
+                             missing=missing, unknown=shortlist(unknown))
         return [found[name] for name in self.names]

@@ -25,9 +25,7 @@ _MAX_REQUEST_ID = 128
 
 def error_body(exc: Exception, scope: Scope) -> tuple[int, bytes, dict[str, str]]:
     """Status, JSON body and headers for any exception: the one error shape, no internals leaked."""
-    if isinstance(exc, ServeError):
-        return exc.status, orjson.dumps(exc.body()), exc.headers
-    if isinstance(exc, HTTPException):  # raised by the router itself
+    if isinstance(exc, HTTPException):  # raised by the router itself; rendered (and bounded) as ours are
         path = scope.get("path", "")
         headers = dict(exc.headers or {})
         if exc.status_code == 404:
@@ -36,7 +34,9 @@ def error_body(exc: Exception, scope: Scope) -> tuple[int, bytes, dict[str, str]
             message = f"method {scope.get('method')} not allowed on {path}; allowed: {headers.get('Allow', '')}"
         else:
             message = str(exc.detail)
-        return exc.status_code, orjson.dumps({"error": message}), headers
+        exc = ServeError(exc.status_code, message, headers=headers)
+    if isinstance(exc, ServeError):
+        return exc.status, orjson.dumps(exc.body()), exc.headers
     logger.error("unexpected error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
     return 500, b'{"error":"internal server error"}', {}
 

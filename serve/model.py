@@ -154,5 +154,6 @@ def _read_metadata(path: Path, session: ort.InferenceSession) -> dict[str, Any]:
             for key in ("name", "description", "unit", "min", "max", "mean", "std"):
                 feature[key]
     except (KeyError, TypeError) as exc:
-        raise ModelLoadError(f"{path}: metadata 'features' entries need name, description, unit, min, max, mean, std") from exc
+        raise ModelLoadError(
+            f"{path}: metadata 'features' entries need name, description, unit, min, max, mean, std") from exc
     return metadata

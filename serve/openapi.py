@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve.codec import FLOAT32_LIMIT
 from serve.model import Model
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# The model computes in float32: a number is accepted when it rounds to a finite float32.
+_NUMBER = {"type": "number", "minimum": -FLOAT32_LIMIT, "maximum": FLOAT32_LIMIT,
+           "exclusiveMinimum": True, "exclusiveMaximum": True}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -14,10 +18,11 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    reasons = {400: "Malformed request", 401: "Missing or wrong bearer token", 404: "Unknown model",
+    """The given error responses, plus 503, which any route answers when over --max-concurrency."""
+    reasons = {400: "Malformed request", 401: "Missing or wrong bearer token", 404: "Unknown model or version",
                413: "Body or batch over the limit", 415: "Unsupported Content-Type",
                422: "Invalid record (the message names record and field)", 503: "Not ready or overloaded"}
-    return {str(status): _json(_ERROR, reasons[status]) for status in statuses}
+    return {str(status): _json(_ERROR, reasons[status]) for status in (*statuses, 503)}
 
 
 def _model_schemas(model: Model, max_batch: int) -> dict[str, Any]:
@@ -26,16 +31,17 @@ def _model_schemas(model: Model, max_batch: int) -> dict[str, Any]:
         "type": "object",
         "description": "One record: every feature by name (case-insensitive); no other field.",
         "properties": {
-            f.name: {"type": "number", "description": f"{f.description} ({f.unit}); training range "
-                                                      f"[{f.minimum:g}, {f.maximum:g}]", "example": f.mean}
+            f.name: {**_NUMBER, "description": f"{f.description} ({f.unit}); training range "
+                                               f"[{f.minimum:g}, {f.maximum:g}]", "example": f.mean}
             for f in model.features
         },
         "required": list(model.feature_names),
         "additionalProperties": False,
     }
-    values = {"type": "array", "items": {"type": "number"}, "minItems": n, "maxItems": n,
+    values = {"type": "array", "items": _NUMBER, "minItems": n, "maxItems": n,
               "description": f"One record as {n} numbers in the order {', '.join(model.feature_names)}."}
-    record_ref, values_ref = {"$ref": f"#/components/schemas/{name}_record"}, {"$ref": f"#/components/schemas/{name}_values"}
+    record_ref = {"$ref": f"#/components/schemas/{name}_record"}
+    values_ref = {"$ref": f"#/components/schemas/{name}_values"}
     batch = {
         "type": "object",
         "properties": {"instances": {"type": "array", "items": {"oneOf": [record_ref, values_ref]},
@@ -65,6 +71,13 @@ def _common_schemas() -> dict[str, Any]:
                         "properties": {**head, "predictions": {"type": "array", "items": {"type": "number"}}},
                         "required": ["model", "version", "predictions", "warnings"], "additionalProperties": False},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]},
+        "Models": {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
+            "type": "object", "required": ["name", "version", "description", "predict"],
+            "properties": {key: {"type": "string"} for key in ("name", "version", "description", "predict")}}}}},
+        "ModelMetadata": {"type": "object", "required": ["name", "version", "description", "input", "output",
+                                                         "features", "metrics"],
+                          "properties": {"name": {"type": "string"}, "version": {"type": "string"},
+                                         "features": {"type": "array", "items": {"type": "object"}}}},
     }
 
 
@@ -72,19 +85,23 @@ def document(models: dict[str, Model], max_batch: int, auth: bool) -> dict[str, 
     schemas = _common_schemas()
     paths: dict[str, Any] = {
         "/": {"get": {"summary": "Landing page", "responses": {"200": {"description": "HTML page",
-                                                                        "content": {"text/html": {}}}}}},
-        "/health/live": {"get": {"summary": "Liveness", "responses": {"200": _json({"$ref": "#/components/schemas/Status"}, "Live")}}},
+                                                                        "content": {"text/html": {}}}, **_errors()}}},
+        "/health/live": {"get": {"summary": "Liveness", "responses": {
+            "200": _json({"$ref": "#/components/schemas/Status"}, "Live"), **_errors()}}},
         "/health/ready": {"get": {"summary": "Readiness: every model loaded and warmed", "responses": {
-            "200": _json({"$ref": "#/components/schemas/Status"}, "Ready"), **_errors(503)}}},
+            "200": _json({"$ref": "#/components/schemas/Status"}, "Ready"), **_errors()}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
-            "description": "Prometheus text format", "content": {"text/plain": {}}}}}},
-        "/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"}, "OpenAPI 3")}}},
-        "/models": {"get": {"summary": "Models and versions", "responses": {"200": _json({"type": "object"}, "Models")}}},
+            "description": "Prometheus text format", "content": {"text/plain": {}}}, **_errors()}}},
+        "/openapi.json": {"get": {"summary": "This document", "responses": {
+            "200": _json({"type": "object"}, "OpenAPI 3"), **_errors()}}},
+        "/models": {"get": {"summary": "Models and versions", "responses": {
+            "200": _json({"$ref": "#/components/schemas/Models"}, "Models"), **_errors()}}},
         "/models/{model}": {"get": {
             "summary": "A model's metadata: features with descriptions and ranges, metrics, version, input, output",
             "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
                             "description": f"one of {', '.join(models)}"}],
-            "responses": {"200": _json({"type": "object"}, "Model metadata"), **_errors(404)}}},
+            "responses": {"200": _json({"$ref": "#/components/schemas/ModelMetadata"}, "Model metadata"),
+                          **_errors(404)}}},
     }
     for name, model in models.items():
         schemas.update(_model_schemas(model, max_batch))
@@ -100,13 +117,103 @@ def document(models: dict[str, Model], max_batch: int, auth: bool) -> dict[str, 
             },
             **({"security": [{"bearer": []}]} if auth else {}),
         }}
+    paths.update(_v2_paths(models, auth))
+    schemas.update(_v2_schemas())
     components: dict[str, Any] = {"schemas": schemas}
     if auth:
         components["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Housing model server", "version": "1.0.0",
-                 "description": "Predicts MEDV from raw Boston housing features; standardization is inside each model."},
+                 "description": "Predicts MEDV from raw Boston housing features; "
+                                "standardization is inside each model."},
         "paths": paths,
         "components": components,
     }
+
+
+def _v2_schemas() -> dict[str, Any]:
+    """Open Inference Protocol messages; the parameters objects are open, as the protocol has it."""
+    shape = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2}
+    parameters = {"type": "object", "additionalProperties": True}
+    tensor_in = {
+        "type": "object", "required": ["name", "datatype", "shape"],
+        "description": "'features' of shape [N, 13], or one input per feature of shape [N] or [N, 1]; values as "
+                       "'data' (flat or nested, row-major) or as binary_data_size bytes after the JSON header",
+        "properties": {"name": {"type": "string"}, "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
+                       "shape": shape, "parameters": parameters,
+                       "data": {"type": "array", "items": {"oneOf": [_NUMBER, {"type": "array"}]}}},
+    }
+    tensor_out = {"type": "object", "required": ["name", "datatype", "shape"],
+                  "properties": {"name": {"type": "string"}, "datatype": {"type": "string"}, "shape": shape,
+                                 "parameters": parameters, "data": {"type": "array", "items": {"type": "number"}}}}
+    return {
+        "InferenceRequest": {"type": "object", "required": ["inputs"], "properties": {
+            "id": {"type": "string"}, "parameters": parameters,
+            "inputs": {"type": "array", "items": tensor_in, "minItems": 1},
+            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                "name": {"type": "string"}, "parameters": parameters}}}}},
+        "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
+            "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
+            "parameters": parameters, "outputs": {"type": "array", "items": tensor_out}}},
+        "V2Server": {"type": "object", "required": ["name", "version", "extensions"], "properties": {
+            "name": {"type": "string"}, "version": {"type": "string"},
+            "extensions": {"type": "array", "items": {"type": "string"}}}},
+        "V2Model": {"type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+                    "properties": {"name": {"type": "string"}, "platform": {"type": "string"},
+                                   "versions": {"type": "array", "items": {"type": "string"}},
+                                   "inputs": {"type": "array", "items": {"type": "object"}},
+                                   "outputs": {"type": "array", "items": {"type": "object"}},
+                                   "parameters": parameters}},
+        "V2ModelReady": {"type": "object", "required": ["name", "ready"],
+                         "properties": {"name": {"type": "string"}, "ready": {"type": "boolean"}}},
+    }
+
+
+def _v2_paths(models: dict[str, Model], auth: bool) -> dict[str, Any]:
+    """The Open Inference Protocol (KServe V2) routes, each also under /versions/{version}."""
+    def ref(name: str) -> dict[str, Any]:
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def path_parameters(versioned: bool) -> list[dict[str, Any]]:
+        names = [("model", sorted(models))] + ([("version", sorted({m.version for m in models.values()}))]
+                                               if versioned else [])
+        return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": values}}
+                for name, values in names]
+
+    model = next(iter(models.values()))
+    example = {"inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [1, len(model.features)],
+                           "data": [f.mean for f in model.features]}]}
+    infer: dict[str, Any] = {
+        "summary": "Infer (Open Inference Protocol): JSON tensors, or binary tensor data after a JSON header",
+        "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
+                        "schema": {"type": "integer", "minimum": 0},
+                        "description": "Length of the JSON header when binary tensor data follows it"}],
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": ref("InferenceRequest"), "example": example},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            "200": {"description": "Outputs as JSON, or a JSON header followed by binary tensor data",
+                    "headers": {"Inference-Header-Content-Length": {
+                        "schema": {"type": "integer"}, "description": "Set when binary output follows the header"}},
+                    "content": {"application/json": {"schema": ref("InferenceResponse")},
+                                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+            **_errors(400, *((401,) if auth else ()), 404, 413)},
+        **({"security": [{"bearer": []}]} if auth else {}),
+    }
+    paths: dict[str, Any] = {
+        "/v2": {"get": {"summary": "Server metadata", "responses": {"200": _json(ref("V2Server"), "Server"),
+                                                                     **_errors()}}},
+        "/v2/health/live": {"get": {"summary": "Liveness", "responses": {"200": _json(ref("Status"), "Live"),
+                                                                          **_errors()}}},
+        "/v2/health/ready": {"get": {"summary": "Readiness", "responses": {"200": _json(ref("Status"), "Ready"),
+                                                                            **_errors()}}},
+    }
+    for prefix, versioned in (("/v2/models/{model}", False), ("/v2/models/{model}/versions/{version}", True)):
+        parameters = path_parameters(versioned)
+        paths[prefix] = {"get": {"summary": "Model metadata", "parameters": parameters, "responses": {
+            "200": _json(ref("V2Model"), "Model metadata"), **_errors(404)}}}
+        paths[prefix + "/ready"] = {"get": {"summary": "Model readiness", "parameters": parameters, "responses": {
+            "200": _json(ref("V2ModelReady"), "Ready"), **_errors(404)}}}
+        paths[prefix + "/infer"] = {"post": {**infer, "parameters": [*parameters, *infer["parameters"]]}}
+    return paths

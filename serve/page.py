@@ -20,7 +20,9 @@ label{display:flex;flex-direction:column;font-size:13px}.result{margin-top:.8em;
 """
 
 _SCRIPT = """
-for (const pre of document.querySelectorAll("pre.curl")) pre.textContent = pre.textContent.replace("http://HOST", location.origin);
+for (const pre of document.querySelectorAll("pre.curl")) {
+  pre.textContent = pre.textContent.replace("http://HOST", location.origin);
+}
 for (const form of document.querySelectorAll("form.try")) {
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -35,7 +37,11 @@ for (const form of document.querySelectorAll("form.try")) {
     try {
       const response = await fetch(form.dataset.url, {method: "POST", headers, body: JSON.stringify(record)});
       const body = await response.json();
-      if (!response.ok) { out.className = "result error"; out.textContent = response.status + ": " + body.error; return; }
+      if (!response.ok) {
+        out.className = "result error";
+        out.textContent = response.status + ": " + body.error;
+        return;
+      }
       out.textContent = "Predicted MEDV: " + body.prediction.toFixed(2);
       for (const w of body.warnings) {
         const line = document.createElement("div");
@@ -55,7 +61,8 @@ _METRIC_NAMES = {"in_sample": "in-sample", "cv": "5-fold CV"}
 def _metrics_table(model: Model) -> str:
     metrics = model.metadata["metrics"]
     rows = "".join(
-        f"<tr><td>{escape(_METRIC_NAMES.get(kind, kind))}</td>" + "".join(f"<td>{values.get(k, float('nan')):.3f}</td>" for k in ("rmse", "mae", "r2"))
+        f"<tr><td>{escape(_METRIC_NAMES.get(kind, kind))}</td>"
+        + "".join(f"<td>{values.get(k, float('nan')):.3f}</td>" for k in ("rmse", "mae", "r2"))
         + "</tr>"
         for kind, values in metrics.items()
     )
@@ -67,7 +74,7 @@ def _section(model: Model, auth: bool) -> str:
     url = f"/models/{name}/predict"
     features = "".join(
         f"<tr><td>{escape(f.name)}</td><td>{escape(f.description)}</td><td>{escape(f.unit)}</td>"
-        f"<td>{f.minimum:g} – {f.maximum:g}</td><td>{'yes' if f.used else 'no'}</td></tr>"
+        f"<td>{f.minimum:g} to {f.maximum:g}</td><td>{'yes' if f.used else 'no'}</td></tr>"
         for f in model.features
     )
     inputs = "".join(

@@ -33,7 +33,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.access_log not in ACCESS_LOG_FORMATS:
-            raise ValueError(f"SERVE_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FORMATS)}, got {self.access_log!r}")
+            raise ValueError(
+                f"SERVE_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FORMATS)}, got {self.access_log!r}")
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
         for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):

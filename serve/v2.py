@@ -7,6 +7,7 @@ protocol asks.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serve.codec import json_type_name, parse_json
+from serve.codec import json_type_name, parse_json, repeated_key
 from serve.errors import ServeError
 from serve.model import Model
 
@@ -72,6 +73,8 @@ class V2Codec:
         if len(x) > self.max_batch:
             raise ServeError(413, f"batch of {len(x)} rows is over the limit of {self.max_batch}", limit=self.max_batch)
         outputs, binary_output = self._outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
+        if head.count(b'"') > 2 * _strings(payload) and (key := repeated_key(head)) is not None:
+            raise bad(f"key {key!r} is given twice in one object: which value is meant is ambiguous")
         return InferRequest(x, request_id, binary_output, outputs)
 
     def _tensors(self, inputs: list[Any], binary: bytes) -> tuple[list[np.ndarray], int]:
@@ -95,7 +98,8 @@ class V2Codec:
         missing = [model.feature_names[i] for i in range(len(model.features)) if i not in columns]
         if unknown or missing:
             raise bad(f"expected one input {model.input_name!r} of shape [N, {len(model.features)}] or one input "
-                      f"per feature ({', '.join(model.feature_names)}); unknown inputs: {', '.join(unknown) or 'none'}; "
+                      f"per feature ({', '.join(model.feature_names)}); "
+                      f"unknown inputs: {', '.join(unknown) or 'none'}; "
                       f"missing features: {', '.join(missing) or 'none'}")
         rows = {len(column) for column in columns.values()}
         if len(rows) != 1:
@@ -106,7 +110,7 @@ class V2Codec:
         """One input as a float32 array of shape (N, width) (or (N, 1) for a feature column)."""
         name = tensor["name"]
         datatype = tensor.get("datatype")
-        if datatype not in DTYPES:
+        if type(datatype) is not str or datatype not in DTYPES:
             raise bad(f"input {name!r}: datatype {datatype!r} is not supported; send FP32 (FP64 is converted)")
         shape = tensor.get("shape")
         if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
@@ -117,7 +121,7 @@ class V2Codec:
             raise bad(f"input {name!r}: shape {shape} does not match the model's {expected}")
         if shape[0] == 0:
             raise bad(f"input {name!r}: the batch is empty (shape {shape})")
-        count = int(np.prod(shape))
+        count = math.prod(shape)  # exact: numpy's int64 product wraps and would pass a huge shape
         parameters = _parameters(tensor, f"input {name!r}")
         if "shared_memory_region" in parameters:
             raise bad(f"input {name!r}: shared memory is not supported by this server; send the data in the request")
@@ -177,7 +181,26 @@ class V2Codec:
         head = orjson.dumps(response)
         if not raw:
             return head, {}
-        return head + raw, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+        headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+        return head + raw, headers
+
+
+def _strings(value: Any) -> int:
+    """Keys and string values in a parsed document, skipping arrays of numbers (the tensor data).
+
+    Each takes two quotes in the body; more quotes than that means escaped quotes or a repeated key.
+    A loop, not recursion: unknown parameters may nest a thousand levels deep."""
+    count, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if type(item) is str:
+            count += 1
+        elif type(item) is dict:
+            count += len(item)
+            stack.extend(item.values())
+        elif type(item) is list and item and type(item[0]) not in _NUMBER_TYPES:
+            stack.extend(item)
+    return count
 
 
 def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
