@@ -34,8 +34,9 @@ def check_auth(service: Service, scope: Scope) -> None:
     token = service.settings.auth_token
     if not token:
         return
-    given = header(scope, b"authorization") or b""
-    if not hmac.compare_digest(given, b"Bearer " + token.encode()):
+    scheme, _, credentials = (header(scope, b"authorization") or b"").partition(b" ")
+    # The scheme name is case-insensitive (RFC 9110); the token is compared in constant time.
+    if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), token.encode()):
         raise ServeError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -157,6 +157,8 @@ def test_auth_guards_prediction_routes_only(tmp_path: Path) -> None:
         assert "token" in missing.json()["error"]
         assert httpx.post(url, json=FIRST, headers={"Authorization": "Bearer nope"}).status_code == 401
         assert httpx.post(url, json=FIRST, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert httpx.post(url, json=FIRST, headers={"Authorization": "bearer s3cret"}).status_code == 200
+        assert httpx.post(url, json=FIRST, headers={"Authorization": "Basic s3cret"}).status_code == 401
         for open_route in ("/health/live", "/health/ready", "/metrics"):
             assert httpx.get(server.url + open_route).status_code == 200
 
