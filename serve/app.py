@@ -36,7 +36,7 @@ def check_auth(service: Service, scope: Scope) -> None:
         return
     scheme, _, credentials = (header(scope, b"authorization") or b"").partition(b" ")
     # The scheme name is case-insensitive (RFC 9110); the token is compared in constant time.
-    if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials.strip(), token.encode()):
+    if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials, token.encode()):
         raise ServeError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 
