@@ -113,7 +113,8 @@ class V2Codec:
             if type(outputs) is not list:
                 return None
             for output in outputs:
-                if type(output) is not dict or not _OUTPUT_KEYS.issuperset(output) or type(output.get("name")) is not str:
+                if (type(output) is not dict or not _OUTPUT_KEYS.issuperset(output)
+                        or type(output.get("name")) is not str):
                     return None
                 parameters = output.get("parameters", {})
                 if type(parameters) is not dict or (found := _scalar_strings(parameters)) is None:
@@ -143,7 +144,8 @@ class V2Codec:
         if len(values) != count or not _NUMBER_TYPES.issuperset(map(type, values)):
             return None
         if count <= _SMALL:
-            return np.array(values, np.float32) if -FLOAT32_LIMIT < min(values) and max(values) < FLOAT32_LIMIT else None
+            in_range = min(values) > -FLOAT32_LIMIT and max(values) < FLOAT32_LIMIT
+            return np.array(values, np.float32) if in_range else None
         try:
             wide = np.array(values, np.float64)  # orjson's floats are finite: only the FP32 range to check
         except OverflowError:
