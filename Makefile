@@ -3,10 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
-# Debian packages the test suite drives for real (browser test, container test).
-APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap
+# The baselines (MLServer, FastAPI + pandas) need their own venv: never in the runtime requirements.
+BENCH_VENV := .venv-bench
+# e.g. `make bench BENCH_ARGS=--quick`
+BENCH_ARGS ?=
+# Debian packages the test suite drives for real (browser test, container test, benchmark smoke test).
+APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk
 
-.PHONY: run test export system-deps clean
+.PHONY: run test soak export bench system-deps bench-deps clean
 
 run: $(VENV)/.runtime
 	$(PY) -m serve
@@ -14,8 +18,16 @@ run: $(VENV)/.runtime
 test: $(VENV)/.dev system-deps
 	$(PY) -m pytest
 
+# The soak test for 10 minutes instead of the 60 s it runs in `make test`; e.g. `make soak SOAK_SECONDS=3600`.
+SOAK_SECONDS ?= 600
+soak: $(VENV)/.dev
+	SOAK_SECONDS=$(SOAK_SECONDS) $(PY) -m pytest -s tests/test_soak.py
+
 export: $(VENV)/.export
 	$(PY) -m export
+
+bench: $(VENV)/.export $(BENCH_VENV)/.installed bench-deps
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +44,15 @@ $(VENV)/.dev: requirements.txt requirements-export.txt requirements-dev.txt | $(
 	$(PIP) install -r requirements-dev.txt
 	touch $@ $(VENV)/.export $(VENV)/.runtime
 
+$(BENCH_VENV)/.installed: requirements-bench.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-bench.txt
+	touch $@
+
+bench-deps:
+	@command -v wrk >/dev/null || { echo "installing Debian package: wrk"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+
 system-deps:
 	@missing=$$(for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -40,4 +61,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache

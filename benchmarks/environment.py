@@ -1,0 +1,78 @@
+"""The context every result needs: machine, load, versions, commit, date."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.paths import BENCH_PYTHON, ROOT
+
+MAIN_PACKAGES = ("numpy", "onnxruntime", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "scikit-learn",
+                 "torch", "onnx", "skl2onnx")
+BENCH_PACKAGES = ("mlserver", "mlserver-sklearn", "fastapi", "pydantic", "pandas", "scikit-learn", "starlette",
+                  "uvicorn", "uvloop", "numpy")
+
+
+def describe() -> dict[str, Any]:
+    changed = _output(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]).splitlines()
+    return {
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "os": _os_name(),
+        "python": platform.python_version(),
+        "wrk": _output(["wrk", "--version"]).split("Copyright")[0].strip(),
+        "commit": _output(["git", "-C", str(ROOT), "rev-parse", "HEAD"]),
+        # The working tree is what ran: name the files it changes and fingerprint the diff.
+        "uncommitted_changes": bool(changed),
+        "changed_files": changed,
+        "diff_sha256": hashlib.sha256(_output(["git", "-C", str(ROOT), "diff", "HEAD"]).encode()).hexdigest(),
+        "packages": {name: _version(name) for name in MAIN_PACKAGES},
+        "bench_packages": _bench_versions(),
+        "load_average_start": os.getloadavg(),
+    }
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def _os_name() -> str:
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return line.split("=", 1)[1].strip('"')
+    return platform.system()
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _bench_versions() -> dict[str, str] | None:
+    if not BENCH_PYTHON.exists():
+        return None
+    script = ("import json, importlib.metadata as m; "
+              f"print(json.dumps({{n: m.version(n) for n in {list(BENCH_PACKAGES)!r}}}))")
+    return dict(json.loads(_output([str(BENCH_PYTHON), "-c", script]) or "{}"))
+
+
+def _output(command: list[str]) -> str:
+    try:
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return ""
+    return (completed.stdout or completed.stderr).strip()

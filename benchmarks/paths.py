@@ -1,0 +1,14 @@
+"""Where the suite reads and writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data" / "housing.csv"
+MODEL_DIR = ROOT / "onnx_models"
+RESULTS = ROOT / "benchmarks" / "results"
+# Generated inputs (pickled pipeline, MLServer settings, request bodies, server logs); gitignored via /build/.
+WORK = ROOT / "build" / "bench"
+BENCH_VENV = ROOT / ".venv-bench"
+BENCH_PYTHON = BENCH_VENV / "bin" / "python"

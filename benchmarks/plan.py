@@ -1,0 +1,47 @@
+"""What one run measures: the full suite (<= 10 min) or --quick (<= 2 min)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from benchmarks.throughput import Point
+
+SECTIONS = ("inprocess", "http", "workers", "export")
+BASELINES = ("mlserver", "naive")
+GRID_TARGETS = ("ceiling", "ours", "ours-v2-json", "ours-v2-binary", "mlserver", "naive")
+# The serving issue's large-batch check: 10,000 rows at one connection, binary against JSON.
+LARGE_BATCH = 10_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    quick: bool
+    targets: tuple[str, ...]
+    rows: tuple[int, ...]
+    connections: tuple[int, ...]
+    rounds: int
+    seconds: int
+    inprocess_sizes: tuple[int, ...]
+    inprocess_block_seconds: float
+    sections: tuple[str, ...]
+
+    def points(self) -> list[Point]:
+        grid = [Point(t, r, c) for t in GRID_TARGETS if t in self.targets for r in self.rows for c in self.connections]
+        extra = [Point(t, LARGE_BATCH, 1) for t in ("ours", "ours-v2-json", "ours-v2-binary") if t in self.targets]
+        if "ours-log" in self.targets:
+            extra.append(Point("ours-log", 1, max(self.connections)))
+        return grid + extra
+
+    def without_baselines(self) -> Plan:
+        return replace(self, targets=tuple(t for t in self.targets if t not in BASELINES))
+
+
+FULL = Plan(
+    quick=False, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 100, 1000), connections=(1, 8, 64), rounds=3,
+    seconds=2, inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05,
+    sections=SECTIONS,
+)
+QUICK = Plan(
+    quick=True, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 1000), connections=(1, 64), rounds=1, seconds=1,
+    inprocess_sizes=(1, 100, 10_000, 100_000), inprocess_block_seconds=0.01, sections=("inprocess", "http", "workers"),
+)

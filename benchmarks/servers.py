@@ -1,0 +1,138 @@
+"""Server processes under test: started (optionally pinned) on a free 127.0.0.1 port, timed to their first
+right answer, measured (RSS) and stopped. Every wait is bounded."""
+
+from __future__ import annotations
+
+import http.client
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from benchmarks.cpus import SERVER_CPU, pinned
+from benchmarks.paths import ROOT
+from benchmarks.payloads import Request
+
+HOST = "127.0.0.1"
+START_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+def send(port: int, request: Request, timeout: float = 10.0) -> Reply:
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        connection.request("POST", request.path, request.body, request.headers)
+        response = connection.getresponse()
+        return Reply(response.status, response.read(), {k.lower(): v for k, v in response.getheaders()})
+    finally:
+        connection.close()
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    command: Callable[[int, Path], list[str]]  # (port, work dir) -> argv; may write config files
+
+
+@dataclass
+class Server:
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    port: int
+    started: float
+    cold_start_s: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def wait_until_answering(self, probe: Request) -> None:
+        """Until `probe` answers 200: what a client sees as ready. Records the cold start."""
+        deadline = self.started + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with {self.process.returncode}; see its log")
+            try:
+                if send(self.port, probe, timeout=2).status == 200:
+                    self.cold_start_s = time.monotonic() - self.started
+                    return
+            except OSError:
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.spec.name} did not answer within {START_TIMEOUT:.0f} s")
+
+    def rss_mib(self) -> list[float]:
+        """Resident memory of each process that serves: the workers if there are child processes, else itself."""
+        children = _children(self.process.pid)
+        return [_rss_kib(pid) / 1024 for pid in (children or [self.process.pid])]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=15)
+
+
+def start(spec: ServerSpec, work: Path, pin: bool = True) -> Server:
+    port = free_port()
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = spec.command(port, work)
+    with (logs / f"{spec.name}.log").open("wb") as log:
+        started = time.monotonic()
+        process = subprocess.Popen(pinned(command, SERVER_CPU) if pin else command, cwd=ROOT,
+                                   stdout=log, stderr=subprocess.STDOUT)
+    return Server(spec, process, port, started)
+
+
+def write_mlserver_config(directory: Path, port: int, model_file: Path) -> Path:
+    """MLServer's two settings files. parallel_workers=0: its default (1) crashes at start-up with uvloop
+    0.23 (SeldonIO/MLServer #2286), and on one core an extra inference process only adds IPC."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "settings.json").write_bytes(orjson.dumps({
+        "parallel_workers": 0, "host": HOST, "http_port": port, "grpc_port": free_port(),
+        "metrics_port": free_port(), "debug": False,
+    }))
+    (directory / "model-settings.json").write_bytes(orjson.dumps({
+        "name": "linear", "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": str(model_file), "version": "v1"},
+    }))
+    return directory
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes, less multiprocessing's resource tracker (a helper, not a worker)."""
+    try:
+        children = [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+        return [child for child in children
+                if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
+    except OSError:
+        return []
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0

@@ -1,0 +1,81 @@
+"""What is measured over HTTP: each target is a server plus the wire format it is sent."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from benchmarks import payloads
+from benchmarks.paths import BENCH_PYTHON, MODEL_DIR
+from benchmarks.payloads import Answer, Request
+from benchmarks.servers import HOST, ServerSpec, write_mlserver_config
+
+# Where the bench writes the pipeline the baselines load (relative to the work dir).
+PIPELINE = Path("linear") / "model.joblib"
+UVICORN_FLAGS = ["--host", HOST, "--loop", "uvloop", "--http", "httptools", "--no-access-log",
+                 "--log-level", "warning"]
+
+
+def _ours(access_log: str, workers: int, port: int, work: Path) -> list[str]:
+    return [sys.executable, "-m", "serve", "--port", str(port), "--model-dir", str(MODEL_DIR),
+            "--access-log", access_log, "--workers", str(workers)]
+
+
+def _ceiling(port: int, work: Path) -> list[str]:
+    return [sys.executable, "-m", "uvicorn", "benchmarks.ceiling:app", "--port", str(port), *UVICORN_FLAGS]
+
+
+def _naive(port: int, work: Path) -> list[str]:
+    pipeline = f"BENCH_PIPELINE={(work / PIPELINE).resolve()}"
+    return ["env", pipeline, str(BENCH_PYTHON), "-m", "uvicorn", "benchmarks.naive:app", "--port", str(port),
+            *UVICORN_FLAGS]
+
+
+def _mlserver(port: int, work: Path) -> list[str]:
+    config = write_mlserver_config(work / "mlserver", port, (work / PIPELINE).resolve())
+    return [str(BENCH_PYTHON.with_name("mlserver")), "start", str(config)]
+
+
+SERVERS = {
+    "ours": ServerSpec("ours", partial(_ours, "off", 1)),
+    "ours-log": ServerSpec("ours-log", partial(_ours, "text", 1)),
+    # 2 workers against 1, both unpinned: the only comparison where the server may use both cores.
+    "ours-1-worker": ServerSpec("ours-1-worker", partial(_ours, "off", 1)),
+    "ours-2-workers": ServerSpec("ours-2-workers", partial(_ours, "off", 2)),
+    "ceiling": ServerSpec("ceiling", _ceiling),
+    "naive": ServerSpec("naive", _naive),
+    "mlserver": ServerSpec("mlserver", _mlserver),
+}
+BASELINE_SERVERS = frozenset({"naive", "mlserver"})  # need the bench venv
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    label: str
+    server: str
+    request: Callable[[int], Request]
+    answer: Answer
+
+
+OURS_RECORD = partial(payloads.record_request, single_path="/models/linear/predict",
+                      batch_path="/models/linear/predict")
+TARGETS = {target.name: target for target in [
+    Target("ceiling", "ceiling: bare Starlette, parse JSON, constant", "ceiling",
+           partial(payloads.record_request, single_path="/predict", batch_path="/predict"),
+           payloads.constant_answer),
+    Target("ours", "ours: /models record JSON", "ours", OURS_RECORD, payloads.record_answer),
+    Target("ours-v2-json", "ours: V2 JSON", "ours", payloads.v2_json_request, payloads.v2_answer),
+    Target("ours-v2-binary", "ours: V2 binary FP32", "ours", payloads.v2_binary_request, payloads.v2_answer),
+    Target("ours-1-worker", "ours: 1 worker, unpinned", "ours-1-worker", OURS_RECORD, payloads.record_answer),
+    Target("ours-2-workers", "ours: 2 workers, unpinned", "ours-2-workers", OURS_RECORD, payloads.record_answer),
+    Target("ours-log", "ours: /models, text access log on", "ours-log", OURS_RECORD, payloads.record_answer),
+    Target("mlserver", "MLServer 1.7.1 sklearn runtime, V2 JSON", "mlserver", payloads.v2_json_request,
+           payloads.v2_answer),
+    Target("naive", "naive: FastAPI + pydantic + pandas + sklearn", "naive",
+           partial(payloads.record_request, single_path="/predict", batch_path="/predict/batch"),
+           payloads.record_answer),
+]}

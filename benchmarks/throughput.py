@@ -1,0 +1,78 @@
+"""The HTTP grid: every (target, rows, connections) point run in interleaved rounds, medians reported.
+
+Within a round each point runs against every target back to back (ceiling, ours, ..., then the next
+point), so slow drifts of the shared machine hit all targets alike and ratios stay meaningful.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import wrk
+from benchmarks.payloads import Request
+
+
+@dataclass(frozen=True)
+class Point:
+    target: str
+    rows: int
+    connections: int
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A target's server, and its request bodies written to files for wrk."""
+    url: str
+    bodies: dict[int, tuple[Path, Request]]
+
+
+@dataclass(frozen=True)
+class Summary:
+    point: Point
+    runs: list[wrk.Run]
+
+    def median(self, figure: Callable[[wrk.Run], float]) -> float:
+        return statistics.median(figure(run) for run in self.runs)
+
+    def as_dict(self) -> dict[str, Any]:
+        rps = self.median(lambda run: run.rps)
+        return {
+            "target": self.point.target, "rows": self.point.rows, "connections": self.point.connections,
+            "rounds": len(self.runs), "req_per_s": rps, "rows_per_s": rps * self.point.rows,
+            "p50_ms": self.median(lambda run: run.p50_ms), "p99_ms": self.median(lambda run: run.p99_ms),
+            "requests": sum(run.requests for run in self.runs),
+            "non_2xx": sum(run.non_2xx for run in self.runs), "socket_errors": sum(run.errors for run in self.runs),
+            "req_per_s_rounds": [run.rps for run in self.runs],
+            "p99_ms_rounds": [run.p99_ms for run in self.runs],
+        }
+
+
+def write_body(directory: Path, name: str, request: Request) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.body"
+    path.write_bytes(request.body)
+    return path
+
+
+def run_rounds(points: list[Point], endpoints: dict[str, Endpoint], rounds: int, seconds: int,
+               on_round: Callable[[int], None] = lambda r: None, pin: bool = True) -> list[Summary]:
+    """Grouped by (rows, connections) so each group's targets run back to back, round after round."""
+    runs: dict[Point, list[wrk.Run]] = {point: [] for point in points}
+    order = sorted(points, key=lambda p: (p.rows, p.connections))
+    for number in range(rounds):
+        on_round(number)
+        for point in order:
+            endpoint = endpoints[point.target]
+            body_file, request = endpoint.bodies[point.rows]
+            runs[point].append(wrk.run(endpoint.url + request.path, body_file, request.headers,
+                                       point.connections, seconds, pin))
+    return [Summary(point, runs[point]) for point in points]
+
+
+def load_average() -> tuple[float, float, float]:
+    return os.getloadavg()
