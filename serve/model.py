@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from operator import le
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ class Model:
         # Ranges compared in float32, the precision the input arrives in (0.385 must not fall below 0.385).
         self.lower = np.array([f.minimum for f in self.features], dtype=np.float32)
         self.upper = np.array([f.maximum for f in self.features], dtype=np.float32)
-        self._bounds = list(zip(self.lower.tolist(), self.upper.tolist()))
+        self._lower_list, self._upper_list = self.lower.tolist(), self.upper.tolist()
         self._session = session
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -85,8 +86,11 @@ class Model:
 
     def out_of_range(self, x: np.ndarray) -> list[tuple[int, int]]:
         """(row, feature) pairs whose value lies outside the training range."""
-        if len(x) == 1:  # plain Python beats three numpy calls on 13 values
-            return [(0, j) for j, (v, (lo, hi)) in enumerate(zip(x[0].tolist(), self._bounds)) if v < lo or v > hi]
+        if len(x) == 1:  # plain Python beats three numpy calls on 13 values; C-level maps for the usual "none"
+            row, lower, upper = x[0].tolist(), self._lower_list, self._upper_list
+            if all(map(le, lower, row)) and all(map(le, row, upper)):
+                return []
+            return [(0, j) for j, (v, lo, hi) in enumerate(zip(row, lower, upper)) if v < lo or v > hi]
         mask = (x < self.lower) | (x > self.upper)
         if not mask.any():
             return []
