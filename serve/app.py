@@ -130,8 +130,8 @@ async def v2_model_ready(request: Request) -> Response:
 
 # The router tries routes in order: the hot prediction routes come first.
 routes = [
-    Route("/models/{model}/predict", Predict(), methods=["POST"]),
     Route("/v2/models/{model}/infer", Infer(), methods=["POST"]),
+    Route("/models/{model}/predict", Predict(), methods=["POST"]),
     Route("/v2/models/{model}/versions/{version}/infer", Infer(), methods=["POST"]),
     Route("/", landing_page),
     Route("/health/live", live),

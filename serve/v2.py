@@ -57,6 +57,7 @@ class V2Codec:
         self.model = model
         self.max_batch = max_batch
         self._by_lower = {name.lower(): i for i, name in enumerate(model.feature_names)}
+        self._input, self._width = model.input_name, len(model.features)
 
     def decode(self, body: bytes, header_length: bytes | None) -> InferRequest:
         head, binary = split_body(body, header_length)
@@ -94,17 +95,17 @@ class V2Codec:
             return None
         tensor = inputs[0]
         if (type(tensor) is not dict or not _TENSOR_KEYS.issuperset(tensor)
-                or tensor.get("name") != self.model.input_name or tensor.get("datatype") != "FP32"):
+                or tensor.get("name") != self._input or tensor.get("datatype") != "FP32"):
             return None
-        shape, width = tensor.get("shape"), len(self.model.features)
+        shape, width = tensor.get("shape"), self._width
         if (type(shape) is not list or len(shape) != 2 or shape[1] != width or type(shape[0]) is not int
                 or not 0 < shape[0] <= self.max_batch):
             return None
         # Its strings are its keys, its id, the tensor's name and datatype, the outputs' names and
         # string parameters; more quotes in the body than they need means a repeated key.
         strings = len(payload) + (request_id is not None) + len(tensor) + 2
-        request_parameters = payload.get("parameters")
-        for parameters in (request_parameters, tensor.get("parameters")):
+        request_parameters, tensor_parameters = payload.get("parameters"), tensor.get("parameters")
+        for parameters in (request_parameters, tensor_parameters):
             if parameters is not None:
                 if type(parameters) is not dict or (found := _scalar_strings(parameters)) is None:
                     return None
@@ -122,7 +123,8 @@ class V2Codec:
                 strings += len(output) + 1 + found
         if head.count(b'"') != 2 * strings:
             return None
-        x = self._fast_values(tensor, binary, shape[0] * width)
+        size = None if tensor_parameters is None else tensor_parameters.get("binary_data_size")
+        x = self._fast_values(tensor.get("data"), size, binary, shape[0] * width)
         if x is None:
             return None
         binary_default = request_parameters is not None and request_parameters.get("binary_data_output") is True
@@ -130,14 +132,13 @@ class V2Codec:
         return InferRequest(x.reshape(shape[0], width), request_id, binary_output, names)
 
     @staticmethod
-    def _fast_values(tensor: dict[str, Any], binary: bytes, count: int) -> np.ndarray | None:
-        size = tensor.get("parameters", {}).get("binary_data_size")
+    def _fast_values(data: Any, size: Any, binary: bytes, count: int) -> np.ndarray | None:
+        """`count` FP32 values from the JSON `data` or, with a `size`, from the binary section."""
         if size is not None:
-            if size != 4 * count or len(binary) != size or "data" in tensor:
+            if size != 4 * count or len(binary) != size or data is not None:
                 return None
             x = np.frombuffer(binary, "<f4")
             return x if np.isfinite(x).all() else None
-        data = tensor.get("data")
         if binary or type(data) is not list or not data:
             return None
         values = data if type(data[0]) is not list else list(chain.from_iterable(data))
