@@ -58,9 +58,10 @@ class V2Codec:
         self.max_batch = max_batch
         self._by_lower = {name.lower(): i for i, name in enumerate(model.feature_names)}
         self._input, self._width = model.input_name, len(model.features)
+        self._default_outputs = (model.output_name,)
 
     def decode(self, body: bytes, header_length: bytes | None) -> InferRequest:
-        head, binary = split_body(body, header_length)
+        head, binary = (body, b"") if header_length is None else split_body(body, header_length)
         payload, strict = parse_json(head)
         if strict and type(payload) is dict:
             request = self._fast_request(payload, head, binary)
@@ -89,10 +90,16 @@ class V2Codec:
     def _fast_request(self, payload: dict[str, Any], head: bytes, binary: bytes) -> InferRequest | None:
         """The common request (one FP32 tensor of the model's input, parameters holding only scalars)
         in a few C-level steps, or None for the exhaustive path to judge and name what is wrong."""
-        inputs, outputs, request_id = payload.get("inputs"), payload.get("outputs"), payload.get("id")
-        if (not _REQUEST_KEYS.issuperset(payload) or type(inputs) is not list or len(inputs) != 1
-                or (request_id is not None and type(request_id) is not str)):
+        inputs = payload.get("inputs")
+        if type(inputs) is not list or len(inputs) != 1:
             return None
+        if len(payload) == 1:  # {"inputs": [...]} alone, the plain JSON request
+            outputs = request_id = request_parameters = None
+        else:
+            outputs, request_id = payload.get("outputs"), payload.get("id")
+            request_parameters = payload.get("parameters")
+            if not _REQUEST_KEYS.issuperset(payload) or (request_id is not None and type(request_id) is not str):
+                return None
         tensor = inputs[0]
         if (type(tensor) is not dict or not _TENSOR_KEYS.issuperset(tensor)
                 or tensor.get("name") != self._input or tensor.get("datatype") != "FP32"):
@@ -104,7 +111,7 @@ class V2Codec:
         # Its strings are its keys, its id, the tensor's name and datatype, the outputs' names and
         # string parameters; more quotes in the body than they need means a repeated key.
         strings = len(payload) + (request_id is not None) + len(tensor) + 2
-        request_parameters, tensor_parameters = payload.get("parameters"), tensor.get("parameters")
+        tensor_parameters = tensor.get("parameters")
         for parameters in (request_parameters, tensor_parameters):
             if parameters is not None:
                 if type(parameters) is not dict or (found := _scalar_strings(parameters)) is None:
@@ -128,7 +135,8 @@ class V2Codec:
         if x is None:
             return None
         binary_default = request_parameters is not None and request_parameters.get("binary_data_output") is True
-        names, binary_output = self._outputs(outputs, binary_default)
+        names, binary_output = self._outputs(outputs, binary_default) if outputs is not None else (
+            self._default_outputs, binary_default)
         return InferRequest(x.reshape(shape[0], width), request_id, binary_output, names)
 
     @staticmethod
