@@ -80,9 +80,10 @@ def _lowercase_letters(text: str) -> int:
     return sum("a" <= c <= "z" and c != "e" for c in text)
 
 
-def _only_numbers(body: bytes, keys: list[str], copies: int) -> bool:
-    """Whether a batch whose records all have exactly the known `keys` (`copies` times over, plus
-    "instances") holds nothing but numbers as values, read off the raw bytes: ~60 us for 1,000
+def _only_numbers(body: bytes, keys: int, key_letters: int, copies: int) -> bool:
+    """Whether a batch whose records all have exactly the known keys (`keys` of them holding
+    `key_letters` lowercase letters, `copies` times over, plus "instances") holds nothing but
+    numbers as values, read off the raw bytes: ~60 us for 1,000
     records, against ~300 us to check 13,000 Python objects.
 
     Its only strings are then its keys, two quotes each: a string value or an escaped quote would
@@ -91,8 +92,8 @@ def _only_numbers(body: bytes, keys: list[str], copies: int) -> bool:
     exhaustive path."""
     raw = np.frombuffer(body, np.uint8)
     lower = np.count_nonzero((raw >= _LOWER_A) & (raw <= _LOWER_Z) & (raw != _LOWER_E))
-    quotes = 2 * (1 + len(keys) * copies)
-    letters = _lowercase_letters(_INSTANCES) + copies * sum(map(_lowercase_letters, keys))
+    quotes = 2 * (1 + keys * copies)
+    letters = _lowercase_letters(_INSTANCES) + copies * key_letters
     return bool(np.count_nonzero(raw == _QUOTE) == quotes and lower == letters)
 
 
@@ -121,6 +122,7 @@ class RecordCodec:
         self.max_batch = max_batch
         self._by_lower = {name.lower(): name for name in self.names}
         self._get = itemgetter(*self.names)
+        self._name_letters = sum(map(_lowercase_letters, self.names))
         head = orjson.dumps({"model": model.name, "version": model.version})[:-1]
         self._single_head = head + b',"prediction":'
         self._batch_head = head + b',"predictions":'
@@ -204,7 +206,7 @@ class RecordCodec:
             rows = list(map(self._get, records)) if kind is dict else records
         except KeyError:
             return None
-        if not _only_numbers(body, list(self.names), len(records) if kind is dict else 0):
+        if not _only_numbers(body, n, self._name_letters, len(records) if kind is dict else 0):
             return None
         try:
             with np.errstate(over="ignore"):

@@ -42,10 +42,8 @@ def bad(message: str) -> ServeError:
     return ServeError(400, message)
 
 
-def split_body(body: bytes, header_length: bytes | None) -> tuple[bytes, bytes]:
+def split_body(body: bytes, header_length: bytes) -> tuple[bytes, bytes]:
     """(JSON header, binary tensor data) per the binary tensor data extension."""
-    if header_length is None:
-        return body, b""
     if not header_length.isdigit() or int(header_length) > len(body):
         raise bad(f"Inference-Header-Content-Length {header_length.decode('latin-1')!r} is not a length "
                   f"within the {len(body)}-byte body")
