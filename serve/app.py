@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve import __version__
 from serve.asgi import check_json_content_type, header, read_body, send_json
+from serve.dispatch import Dispatch
 from serve.errors import ServeError
 from serve.middleware import Frontdoor
 from serve.service import Service
@@ -158,6 +159,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         service.start()
+        dispatch.index(service.models)
         yield
 
-    return Frontdoor(Router(routes=routes, lifespan=lifespan), service)
+    dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))
+    return Frontdoor(dispatch, service)
