@@ -20,11 +20,19 @@ import orjson
 from serve.errors import ServeError, shortlist
 from serve.model import Model
 
-_NUMBER_TYPES = frozenset((int, float))
+NUMBER_TYPES = frozenset((int, float))
 _JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", type(None): "null", dict: "an object", list: "an array"}
 # Numbers below this in magnitude round to a finite float32 (the largest float32 plus half its last
 # step; the tie rounds to infinity); the batch and V2 paths convert with numpy, which rounds the same way.
 FLOAT32_LIMIT = float(np.finfo(np.float32).max) + 2.0 ** 103
+
+
+def numbers_within_float32(values: Sequence[Any]) -> bool:
+    """Whether a few parsed JSON values are all numbers that fit FP32 (orjson's floats are finite).
+
+    One C-level sum, half the cost of min and max: magnitudes summing below the limit are each below
+    it; the rare sum beyond it goes to the caller's exhaustive path, which judges value by value."""
+    return NUMBER_TYPES.issuperset(map(type, values)) and sum(map(abs, values)) < FLOAT32_LIMIT
 
 
 def parse_json(body: bytes) -> tuple[Any, bool]:
@@ -103,7 +111,7 @@ def json_type_name(value: Any) -> str:
 
 def check_number(value: Any, field: str, record: int) -> float:
     """The value as a float32-representable finite number, or a 422 naming field and record."""
-    if type(value) not in _NUMBER_TYPES:
+    if type(value) not in NUMBER_TYPES:
         raise ServeError(422, f"record {record}, field {field}: expected a number, got {json_type_name(value)}",
                          record=record, field=field)
     number = float(value) if not isinstance(value, int) or abs(value) < 2**1024 else math.inf
@@ -178,8 +186,7 @@ class RecordCodec:
                 return None
         else:
             values = record
-        if (not _NUMBER_TYPES.issuperset(map(type, values))
-                or max(values) >= FLOAT32_LIMIT or min(values) <= -FLOAT32_LIMIT):
+        if not numbers_within_float32(values):
             return None
         return np.array((values,), dtype=np.float32)
 

@@ -14,13 +14,19 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
-from serve.codec import FLOAT32_LIMIT, json_type_name, parse_json, repeated_key
+from serve.codec import (
+    FLOAT32_LIMIT,
+    NUMBER_TYPES,
+    json_type_name,
+    numbers_within_float32,
+    parse_json,
+    repeated_key,
+)
 from serve.errors import ServeError
 from serve.model import Model
 
 # Accepted input datatypes; FP64 is converted to the model's FP32.
 DTYPES: dict[str, np.dtype[Any]] = {"FP32": np.dtype("<f4"), "FP64": np.dtype("<f8")}
-_NUMBER_TYPES = frozenset((int, float))
 _SCALAR_TYPES = frozenset((int, float, bool, str, type(None)))
 _REQUEST_KEYS = frozenset(("id", "parameters", "inputs", "outputs"))
 _TENSOR_KEYS = frozenset(("name", "datatype", "shape", "parameters", "data"))
@@ -148,11 +154,12 @@ class V2Codec:
         if binary or type(data) is not list or not data:
             return None
         values = data if type(data[0]) is not list else list(chain.from_iterable(data))
-        if len(values) != count or not _NUMBER_TYPES.issuperset(map(type, values)):
+        if len(values) != count:
             return None
         if count <= _SMALL:
-            in_range = min(values) > -FLOAT32_LIMIT and max(values) < FLOAT32_LIMIT
-            return np.array(values, np.float32) if in_range else None
+            return np.array(values, np.float32) if numbers_within_float32(values) else None
+        if not NUMBER_TYPES.issuperset(map(type, values)):
+            return None
         try:
             wide = np.array(values, np.float64)  # orjson's floats are finite: only the FP32 range to check
         except OverflowError:
@@ -280,7 +287,7 @@ def _strings(value: Any) -> int:
         elif type(item) is dict:
             count += len(item)
             stack.extend(item.values())
-        elif type(item) is list and item and type(item[0]) not in _NUMBER_TYPES:
+        elif type(item) is list and item and type(item[0]) not in NUMBER_TYPES:
             stack.extend(item)
     return count
 
@@ -315,8 +322,8 @@ def _json_values(data: Any, name: str, count: int, dtype: np.dtype[Any]) -> np.n
         flat = list(chain.from_iterable(flat))
     if len(flat) != count:
         raise bad(f"input {name!r}: the shape needs {count} values, 'data' holds {len(flat)}")
-    if not _NUMBER_TYPES.issuperset(map(type, flat)):
-        index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in _NUMBER_TYPES)
+    if not NUMBER_TYPES.issuperset(map(type, flat)):
+        index, value = next((i, v) for i, v in enumerate(flat) if type(v) not in NUMBER_TYPES)
         raise bad(f"input {name!r}: element {index} is {json_type_name(value)}, expected a number")
     try:
         with np.errstate(over="ignore"):  # beyond FP32 becomes inf, refused by the caller with its position

@@ -180,3 +180,13 @@ def test_v2_json_and_binary_tensors_decode_to_the_same_rows_as_records(picks: li
         request = V2.decode(json.dumps({"inputs": [{**tensor, "data": x.tolist()}]}).encode(), None)
     records, _ = CODEC.decode(json.dumps({"instances": x.tolist()}).encode())
     np.testing.assert_array_equal(request.x, records)
+
+
+def test_values_each_within_float32_are_accepted_even_when_their_magnitudes_sum_beyond_it() -> None:
+    # The fast paths check the sum of magnitudes; a sum beyond FP32 must fall back, not refuse.
+    row = [3.4028234663852886e38, -3.4028234663852886e38] + [0.0] * (len(FEATURES) - 2)
+    expected = np.array([row], np.float32)
+    np.testing.assert_array_equal(CODEC.decode(json.dumps(row).encode())[0], expected)
+    np.testing.assert_array_equal(CODEC.decode(json.dumps(dict(zip(FEATURES, row))).encode())[0], expected)
+    tensor = {"name": "features", "datatype": "FP32", "shape": [1, len(FEATURES)], "data": row}
+    np.testing.assert_array_equal(V2.decode(json.dumps({"inputs": [tensor]}).encode(), None).x, expected)
