@@ -36,7 +36,7 @@ def parse_args(argv: list[str]) -> tuple[Plan, Path, bool]:
     if args.seconds:
         plan = replace(plan, seconds=max(1, args.seconds))
     if args.rounds:
-        plan = replace(plan, rounds=max(1, args.rounds))
+        plan = replace(plan, rounds=max(1, args.rounds), goal_rounds=max(1, args.rounds))
     default = WORK / "quick-results" if args.quick else RESULTS
     # Only a full run into the default folder is "the latest result" the README shows.
     publish = not args.quick and args.results is None and not (args.targets or args.sections or args.seconds

@@ -11,6 +11,8 @@ BASELINES = ("mlserver", "naive")
 GRID_TARGETS = ("ceiling", "ours", "ours-v2-json", "ours-v2-binary", "mlserver", "naive")
 # The serving issue's large-batch check: 10,000 rows at one connection, binary against JSON.
 LARGE_BATCH = 10_000
+# The issues' goals are judged on single-row requests to these targets; those points get `goal_rounds`.
+GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json")
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,8 @@ class Plan:
     rows: tuple[int, ...]
     connections: tuple[int, ...]
     rounds: int
+    # On a shared machine a median of three rounds still moves by a few percent: the goal points get more.
+    goal_rounds: int
     seconds: int
     inprocess_sizes: tuple[int, ...]
     inprocess_block_seconds: float
@@ -32,16 +36,20 @@ class Plan:
             extra.append(Point("ours-log", 1, max(self.connections)))
         return grid + extra
 
+    def rounds_for(self, point: Point) -> int:
+        return self.goal_rounds if point.rows == 1 and point.target in GOAL_TARGETS else self.rounds
+
     def without_baselines(self) -> Plan:
         return replace(self, targets=tuple(t for t in self.targets if t not in BASELINES))
 
 
 FULL = Plan(
     quick=False, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 100, 1000), connections=(1, 8, 64), rounds=3,
-    seconds=2, inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05,
+    goal_rounds=7, seconds=2, inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05,
     sections=SECTIONS,
 )
 QUICK = Plan(
-    quick=True, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 1000), connections=(1, 64), rounds=1, seconds=1,
+    quick=True, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 1000), connections=(1, 64), rounds=1, goal_rounds=1,
+    seconds=1,
     inprocess_sizes=(1, 100, 10_000, 100_000), inprocess_block_seconds=0.01, sections=("inprocess", "http", "workers"),
 )

@@ -53,7 +53,7 @@ def http_section(plan: Plan, work: Path, points: list[Point] | None = None, pin:
             target = next(t for t in TARGETS.values() if t.server == name)
             body, request = endpoints[target.name].bodies[min(endpoints[target.name].bodies)]
             wrk.run(server.url + request.path, body, request.headers, 8, WARM_UP_SECONDS, pin)
-        summaries = run_rounds(points, endpoints, plan.rounds, plan.seconds, lambda r: loads.append(load_average()),
+        summaries = run_rounds(points, endpoints, plan.rounds_for, plan.seconds, lambda r: loads.append(load_average()),
                                pin)
         results = [summary.as_dict() for summary in summaries]
         served = {name: sum(r["requests"] for r in results if TARGETS[r["target"]].server == name) for name in running}

@@ -59,14 +59,17 @@ def write_body(directory: Path, name: str, request: Request) -> Path:
     return path
 
 
-def run_rounds(points: list[Point], endpoints: dict[str, Endpoint], rounds: int, seconds: int,
+def run_rounds(points: list[Point], endpoints: dict[str, Endpoint], rounds: Callable[[Point], int], seconds: int,
                on_round: Callable[[int], None] = lambda r: None, pin: bool = True) -> list[Summary]:
-    """Grouped by (rows, connections) so each group's targets run back to back, round after round."""
+    """Grouped by (rows, connections) so each group's targets run back to back, round after round, until
+    each point has its number of rounds."""
     runs: dict[Point, list[wrk.Run]] = {point: [] for point in points}
     order = sorted(points, key=lambda p: (p.rows, p.connections))
-    for number in range(rounds):
+    for number in range(max(map(rounds, points))):
         on_round(number)
         for point in order:
+            if number >= rounds(point):
+                continue
             endpoint = endpoints[point.target]
             body_file, request = endpoint.bodies[point.rows]
             runs[point].append(wrk.run(endpoint.url + request.path, body_file, request.headers,

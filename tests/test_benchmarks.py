@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from benchmarks import readme
+from benchmarks import readme, wrk
+from benchmarks.payloads import Request
+from benchmarks.plan import FULL
+from benchmarks.throughput import Endpoint, Point, run_rounds
 from tests.conftest import ROOT
 
 
@@ -48,3 +52,25 @@ def test_readme_without_markers_is_left_alone(tmp_path: Path) -> None:
     page.write_text("# Title\n## Performance\n")
     assert not readme.update("# Benchmarks\n", tmp_path, page)
     assert page.read_text() == "# Title\n## Performance\n"
+
+
+def test_the_goal_points_get_more_rounds_and_each_round_runs_a_points_targets_back_to_back(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    order: list[str] = []
+
+    def fake_run(url: str, *args: object) -> wrk.Run:
+        order.append(url)
+        return wrk.Run(requests=1, seconds=1.0, errors=0, non_2xx=0, p50_ms=1.0, p99_ms=1.0, mean_ms=1.0)
+
+    monkeypatch.setattr(wrk, "run", fake_run)
+    points = [Point(target, rows, 64) for rows in (1, 1000) for target in ("ceiling", "ours", "mlserver")]
+    endpoints = {target: Endpoint(f"http://{target}", {rows: (tmp_path, Request(f"/{rows}", b"", {}))
+                                                       for rows in (1, 1000)}) for target in ("ceiling", "ours",
+                                                                                              "mlserver")}
+    summaries = run_rounds(points, endpoints, replace(FULL, rounds=2, goal_rounds=4).rounds_for, 1)
+    assert {(s.point.target, s.point.rows): len(s.runs) for s in summaries} == {
+        ("ceiling", 1): 4, ("ours", 1): 4, ("mlserver", 1): 2, ("ceiling", 1000): 2, ("ours", 1000): 2,
+        ("mlserver", 1000): 2}
+    round_one = ["http://ceiling/1", "http://ours/1", "http://mlserver/1",
+                 "http://ceiling/1000", "http://ours/1000", "http://mlserver/1000"]
+    assert order == round_one * 2 + ["http://ceiling/1", "http://ours/1"] * 2
