@@ -33,6 +33,8 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
     parser.add_argument("--access-log", choices=ACCESS_LOG_FORMATS, default=defaults.access_log)
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
+    parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
+                        help="seconds a request may take to send its body (408 beyond)")
     parser.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
                         help="requests in flight per worker before answering 503 (0: unlimited)")
     parser.add_argument("--coalesce-rows", type=int, default=defaults.coalesce_rows,

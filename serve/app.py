@@ -6,6 +6,7 @@ Response objects would cost more than the model.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +18,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve import __version__
-from serve.asgi import check_json_content_type, header, read_body, send_json
+from serve.asgi import check_json_content_type, header, send_json
 from serve.dispatch import Dispatch
 from serve.errors import ServeError
 from serve.middleware import Frontdoor
@@ -49,7 +50,7 @@ class Predict:
         check_auth(service, scope)
         model = service.model(scope["path_params"]["model"])
         check_json_content_type(scope)
-        body = await read_body(scope, receive, service.settings.max_body_bytes)
+        body = await scope["app"].bodies.read(scope, receive)
         codec = service.codecs[model.name]
         x, batch = codec.decode(body)
         y = await service.coalescers[model.name].predict(x)
@@ -65,7 +66,7 @@ class Infer:
         check_auth(service, scope)
         params = scope["path_params"]
         model = service.model(params["model"], params.get("version"))
-        body = await read_body(scope, receive, service.settings.max_body_bytes)
+        body = await scope["app"].bodies.read(scope, receive)
         codec = service.v2_codecs[model.name]
         request = codec.decode(body, header(scope, BINARY_HEADER))
         y = await service.coalescers[model.name].predict(request.x)
@@ -160,7 +161,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     async def lifespan(app: Any) -> AsyncIterator[None]:
         service.start()
         dispatch.index(service.models)
+        watchdog = asyncio.create_task(frontdoor.bodies.watch())
         yield
+        watchdog.cancel()
 
     dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))
-    return Frontdoor(dispatch, service)
+    frontdoor = Frontdoor(dispatch, service)
+    return frontdoor

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-STATUSES = ("200", "400", "401", "404", "405", "413", "415", "422", "500", "503", "other")
+STATUSES = ("200", "400", "401", "404", "405", "408", "413", "415", "422", "500", "503", "other")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 NO_MODEL = ""
 UNMATCHED_ROUTE = "unmatched"

@@ -13,7 +13,7 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serve.asgi import header, send_json
+from serve.asgi import BodyReader, header, send_json
 from serve.errors import ServeError
 from serve.metrics import NO_MODEL, UNMATCHED_ROUTE
 from serve.service import Service
@@ -46,6 +46,7 @@ class Frontdoor:
         self.app = app
         self.service = service
         self.in_flight = 0
+        self.bodies = BodyReader(service.settings.max_body_bytes, service.settings.body_timeout)
         # Unique across processes and restarts without paying for randomness on every request.
         self._id_prefix = secrets.token_hex(6).encode()
         self._counter = itertools.count()

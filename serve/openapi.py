@@ -20,8 +20,9 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 def _errors(*statuses: int) -> dict[str, Any]:
     """The given error responses, plus 503, which any route answers when over --max-concurrency."""
     reasons = {400: "Malformed request", 401: "Missing or wrong bearer token", 404: "Unknown model or version",
-               413: "Body or batch over the limit", 415: "Unsupported Content-Type",
-               422: "Invalid record (the message names record and field)", 503: "Not ready or overloaded"}
+               408: "Body not received within --body-timeout", 413: "Body or batch over the limit",
+               415: "Unsupported Content-Type", 422: "Invalid record (the message names record and field)",
+               503: "Not ready or overloaded"}
     return {str(status): _json(_ERROR, reasons[status]) for status in (*statuses, 503)}
 
 
@@ -113,7 +114,7 @@ def document(models: dict[str, Model], max_batch: int, auth: bool) -> dict[str, 
                 "200": _json({"oneOf": [{"$ref": "#/components/schemas/Prediction"},
                                         {"$ref": "#/components/schemas/Predictions"}]},
                              "Prediction for a record, or predictions in order for a batch"),
-                **_errors(400, *((401,) if auth else ()), 413, 415, 422),
+                **_errors(400, *((401,) if auth else ()), 408, 413, 415, 422),
             },
             **({"security": [{"bearer": []}]} if auth else {}),
         }}
@@ -198,7 +199,7 @@ def _v2_paths(models: dict[str, Model], auth: bool) -> dict[str, Any]:
                         "schema": {"type": "integer"}, "description": "Set when binary output follows the header"}},
                     "content": {"application/json": {"schema": ref("InferenceResponse")},
                                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
-            **_errors(400, *((401,) if auth else ()), 404, 413)},
+            **_errors(400, *((401,) if auth else ()), 404, 408, 413)},
         **({"security": [{"bearer": []}]} if auth else {}),
     }
     paths: dict[str, Any] = {

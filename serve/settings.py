@@ -23,6 +23,8 @@ class Settings:
     access_log: str = "text"
     max_batch: int = 10_000
     max_body_bytes: int = 4 * 1024 * 1024
+    # Seconds a request may take to send its body once its headers are in (408 beyond).
+    body_timeout: float = 30.0
     # Requests handled at once per worker before answering 503 (0: unlimited).
     max_concurrency: int = 0
     # Requests of at most this many rows that arrive together share one onnxruntime call (0: off).
@@ -35,6 +37,8 @@ class Settings:
         if self.access_log not in ACCESS_LOG_FORMATS:
             raise ValueError(
                 f"SERVE_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FORMATS)}, got {self.access_log!r}")
+        if not self.body_timeout > 0:
+            raise ValueError(f"SERVE_BODY_TIMEOUT must be a positive number of seconds, got {self.body_timeout}")
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
         for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):

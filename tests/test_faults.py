@@ -27,12 +27,13 @@ def port_of(server: Server) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-async def held_request(port: int, sent: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def held_request(port: int, sent: int, path: str = "/models/linear/predict",
+                       body: bytes = BODY) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A prediction whose headers and first `sent` body bytes are on the wire; the rest is withheld."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = (f"POST /models/linear/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(BODY)}\r\n\r\n").encode()
-    writer.write(head + BODY[:sent])
+    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    writer.write(head + body[:sent])
     await writer.drain()
     return reader, writer
 
@@ -198,6 +199,35 @@ def test_overload_beyond_max_concurrency_is_refused_at_once_with_503_and_retry_a
     assert all(r.headers["retry-after"] == "1" and "overloaded" in r.json()["error"] for r in refused)
     assert answers == pytest.approx([LINEAR_FIRST] * limit, abs=1e-5)
     assert not tally.wrong and not tally.socket_errors and set(tally.statuses) - {503} and 503 in tally.statuses
+
+
+def test_a_body_that_stalls_gets_408_after_the_body_timeout_and_frees_its_slot(tmp_path: Path) -> None:
+    v2_body = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [1, 13],
+                                      "data": list(FIRST.values())}]}).encode()
+    with running_server(tmp_path, "--body-timeout", "1", "--max-concurrency", "2") as server:
+        port = port_of(server)
+
+        async def scenario() -> tuple[int, list[tuple[int, dict[str, str], bytes]], float, bytes]:
+            start = time.perf_counter()
+            held = [await held_request(port, sent=10),
+                    await held_request(port, sent=0, path="/v2/models/linear/infer", body=v2_body)]
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=server.url) as client:
+                while_held = (await client.post("/models/linear/predict", content=BODY)).status_code
+            answers = [await asyncio.wait_for(load.read_response(reader), timeout=10) for reader, _ in held]
+            seconds = time.perf_counter() - start
+            after = await asyncio.wait_for(held[0][0].read(), timeout=5)  # the server has closed the connection
+            return while_held, answers, seconds, after
+
+        while_held, answers, seconds, after = uvloop.run(scenario())
+        assert httpx.post(server.url + "/models/linear/predict", content=BODY).status_code == 200
+        log = server.log()
+    assert while_held == 503  # both slots held by the stalled bodies
+    assert [status for status, _, _ in answers] == [408, 408] and 1 <= seconds < 5
+    for _, headers, body in answers:
+        assert json.loads(body) == {"error": "the request body did not arrive within 1 s"}
+        assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    assert after == b"" and "Traceback" not in log
 
 
 def overloadable(request: load.Request) -> load.Request:

@@ -132,10 +132,12 @@ def test_a_bad_model_folder_fails_startup_with_a_clear_message(tmp_path: Path, c
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
-def test_an_invalid_setting_fails_startup_with_a_clear_message() -> None:
+@pytest.mark.parametrize("name, value", [("SERVE_ACCESS_LOG", "yaml"), ("SERVE_BODY_TIMEOUT", "0"),
+                                         ("SERVE_BODY_TIMEOUT", "nan"), ("SERVE_MAX_BATCH", "many")])
+def test_an_invalid_setting_fails_startup_with_a_clear_message(name: str, value: str) -> None:
     result = subprocess.run([sys.executable, "-m", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                            env={"SERVE_ACCESS_LOG": "yaml", "PATH": ""})
-    assert result.returncode != 0 and "SERVE_ACCESS_LOG" in result.stderr
+                            env={name: value, "PATH": ""})
+    assert result.returncode != 0 and name in result.stderr and "Traceback" not in result.stderr
 
 
 def test_metrics_are_exact_across_two_workers(tmp_path: Path) -> None:
