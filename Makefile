@@ -15,7 +15,10 @@ APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk
 run: $(VENV)/.runtime
 	$(PY) -m serve
 
+# Lint and type-check first: they take seconds, the suite minutes.
 test: $(VENV)/.dev system-deps
+	$(PY) -m ruff check .
+	$(PY) -m mypy serve
 	$(PY) -m pytest
 
 # The soak test for 10 minutes instead of the 60 s it runs in `make test`; e.g. `make soak SOAK_SECONDS=3600`.
