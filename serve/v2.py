@@ -139,8 +139,7 @@ class V2Codec:
         if x is None:
             return None
         binary_default = request_parameters is not None and request_parameters.get("binary_data_output") is True
-        names, binary_output = self._outputs(outputs, binary_default) if outputs is not None else (
-            self._default_outputs, binary_default)
+        names, binary_output = self._outputs(outputs, binary_default)
         return InferRequest(x.reshape(shape[0], width), request_id, binary_output, names)
 
     @staticmethod
@@ -236,7 +235,7 @@ class V2Codec:
 
     def _outputs(self, requested: Any, binary_default: bool) -> tuple[tuple[str, ...], bool]:
         if requested is None:
-            return (self.model.output_name,), binary_default
+            return self._default_outputs, binary_default
         if type(requested) is not list or not all(type(o) is dict for o in requested):
             raise bad("'outputs' must be an array of objects naming outputs")
         names = tuple(o.get("name") for o in requested)
