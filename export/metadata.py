@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import json
-import platform
-from importlib.metadata import version
 from typing import Any
 
 import onnx
 
+from export import reproducible
 from export.data import Dataset
 from export.metrics import FOLDS, Metrics
 from export.schema import FEATURE_NAMES, FEATURES, INPUT_NAME, OUTPUT_NAME, TARGET
 
 MODEL_VERSION = 1
 PRODUCER = "housing-serving export"
-LIBRARIES = ("numpy", "scikit-learn", "torch", "onnx", "skl2onnx", "onnxscript", "onnxruntime", "tqdm")
 
 
 def build(
@@ -40,7 +38,7 @@ def build(
         "target": _json({"name": TARGET.name, "description": TARGET.description, "unit": TARGET.unit}),
         "metrics": _json({"in_sample": in_sample.as_dict(), "cv": {**cv.as_dict(), "folds": FOLDS}}),
         "data_sha256": dataset.sha256,
-        "libraries": _json({"python": platform.python_version(), **{name: version(name) for name in LIBRARIES}}),
+        "training_environment": _json(reproducible.training_environment()),
         "hyperparameters": _json(hyperparameters),
     }
 

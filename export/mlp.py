@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from export import reproducible
 from export.metrics import Array, Predict, out_of_fold
 from export.schema import FEATURE_NAMES, INPUT_NAME, OUTPUT_NAME
 
@@ -64,8 +65,7 @@ class Trained:
 
 def train(config: Config, features: Array, target: Array, epochs: int | None = None, desc: str = "") -> Trained:
     """Fit on all given rows; with `epochs` train exactly that many, else follow the config (early stopping)."""
-    # One thread: float sums are reduced in the same order on every machine, so results are reproducible.
-    torch.set_num_threads(1)
+    reproducible.check()
     torch.manual_seed(config.seed)
     rows = np.random.default_rng(config.seed).permutation(len(target))
     held_out = int(len(rows) * config.validation_fraction) if epochs is None and config.patience else 0

@@ -17,9 +17,10 @@ from serve.errors import ModelLoadError
 # The keys export writes into the ONNX metadata_props: the whole contract between export and serve.
 REQUIRED_METADATA = (
     "model_name", "model_version", "description", "feature_names", "features_used",
-    "features", "target", "metrics", "data_sha256", "libraries",
+    "features", "target", "metrics", "data_sha256", "training_environment",
 )
-JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "libraries", "hyperparameters")
+JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "training_environment",
+                 "hyperparameters")
 
 
 @dataclass(frozen=True)

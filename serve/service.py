@@ -80,7 +80,7 @@ def model_document(model: Model) -> dict[str, Any]:
         "metrics": meta["metrics"],
         "hyperparameters": meta.get("hyperparameters", {}),
         "training_data_sha256": meta["data_sha256"],
-        "libraries": meta["libraries"],
+        "training_environment": meta["training_environment"],
     }
 
 
