@@ -21,7 +21,8 @@ def render(model: Exported) -> str:
     cap = float(model.actual.max())
     censored = int((model.actual == cap).sum())
     feature_rows = [
-        f"| {f['name']} | {'yes' if f['name'] in used else 'no'} | {f['description']} | {f['unit']} "
+        f"| {f['name']}{''.join(f' (also `{alias}`)' for alias in f['aliases'])} "
+        f"| {'yes' if f['name'] in used else 'no'} | {f['description']} | {f['unit']} "
         f"| {f['min']:g} | {f['max']:g} |"
         for f in features
     ]
