@@ -170,6 +170,14 @@ def test_a_wrong_method_is_405_with_allow(client: TestClient) -> None:
     assert "POST" in response.json()["error"]
 
 
+def test_post_to_the_landing_page_is_405_naming_the_prediction_routes(client: TestClient) -> None:
+    response = client.post("/", json=FIRST)
+    assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/json" and response.json()["models"] == ["linear", "mlp"]
+    assert response.json()["error"] == ("POST / is not a prediction route; use POST /models/{model}/predict or "
+                                        "POST /v2/models/{model}/infer (models: linear, mlp)")
+
+
 def test_an_unknown_route_is_404_json(client: TestClient) -> None:
     response = client.get("/nope")
     assert response.status_code == 404 and "/nope" in response.json()["error"]
