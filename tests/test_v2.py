@@ -56,6 +56,7 @@ def test_model_metadata_names_tensors_features_and_ranges(triton_client: triton.
     assert meta["outputs"] == [{"name": "MEDV", "datatype": "FP32", "shape": [-1, 1]}]
     assert meta["parameters"]["feature_names"].split(",") == FEATURES
     assert json.loads(meta["parameters"]["training_ranges"])["PTRATIO"] == [12.6, 22.0]
+    assert json.loads(meta["parameters"]["feature_aliases"]) == {"B": ["black"]}
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
