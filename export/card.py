@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -21,7 +22,8 @@ def render(model: Exported) -> str:
     cap = float(model.actual.max())
     censored = int((model.actual == cap).sum())
     feature_rows = [
-        f"| {f['name']} | {'yes' if f['name'] in used else 'no'} | {f['description']} | {f['unit']} "
+        f"| {_named(f)} "
+        f"| {'yes' if f['name'] in used else 'no'} | {f['description']} | {f['unit']} "
         f"| {f['min']:g} | {f['max']:g} |"
         for f in features
     ]
@@ -72,6 +74,11 @@ def render(model: Exported) -> str:
         "- The 5-fold figures are the honest estimate of error on new tracts; in-sample figures are optimistic.",
         "",
     ])
+
+
+def _named(feature: dict[str, Any]) -> str:
+    aliases = ", ".join(f"`{alias}`" for alias in feature["aliases"])
+    return f"{feature['name']} (also {aliases})" if aliases else str(feature["name"])
 
 
 def plot(model: Exported) -> bytes:

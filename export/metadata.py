@@ -61,7 +61,7 @@ def _feature_statistics(dataset: Dataset) -> list[dict[str, Any]]:
     # std is the population std (ddof=0), the one the models' standardization uses.
     columns = zip(FEATURES, x.min(axis=0), x.max(axis=0), x.mean(axis=0), x.std(axis=0))
     return [
-        {"name": c.name, "description": c.description, "unit": c.unit,
+        {"name": c.name, "description": c.description, "unit": c.unit, "aliases": list(c.aliases),
          "min": float(lo), "max": float(hi), "mean": float(mean), "std": float(std)}
         for c, lo, hi, mean, std in columns
     ]

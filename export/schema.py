@@ -14,6 +14,8 @@ class Column:
     name: str
     description: str
     unit: str
+    # Other names the column is published under; requests may use them instead of `name`.
+    aliases: tuple[str, ...] = ()
 
 
 FEATURES: tuple[Column, ...] = (
@@ -28,7 +30,8 @@ FEATURES: tuple[Column, ...] = (
     Column("RAD", "index of accessibility to radial highways", "index"),
     Column("TAX", "full-value property-tax rate", "USD per 10,000"),
     Column("PTRATIO", "pupil-teacher ratio by town", "pupils per teacher"),
-    Column("B", "1000(Bk - 0.63)^2, Bk the share of Black residents by town (see data/README.md)", "index"),
+    Column("B", "1000(Bk - 0.63)^2, Bk the share of Black residents by town (see data/README.md)", "index",
+           aliases=("black",)),  # R's MASS::Boston calls it black
     Column("LSTAT", "share of the population of lower status", "%"),
 )
 TARGET = Column("MEDV", "median value of owner-occupied homes", "USD 1000s")

@@ -75,6 +75,14 @@ class Infer:
         await send_json(send, response, 200, headers)
 
 
+async def not_a_prediction_route(request: Request) -> Response:
+    """POST /, where the workshop's notebook sent its requests: a 405 that names the routes to use instead."""
+    models = list(service_of(request.scope).models)
+    raise ServeError(405, "POST / is not a prediction route; use POST /models/{model}/predict or "
+                     f"POST /v2/models/{{model}}/infer (models: {', '.join(models)})",
+                     headers={"Allow": "GET, HEAD"}, models=models)
+
+
 async def live(request: Request) -> Response:
     return JSONResponse({"status": "live"})
 
@@ -136,6 +144,7 @@ routes = [
     Route("/models/{model}/predict", Predict(), methods=["POST"]),
     Route("/v2/models/{model}/versions/{version}/infer", Infer(), methods=["POST"]),
     Route("/", landing_page),
+    Route("/", not_a_prediction_route, methods=["POST"]),
     Route("/health/live", live),
     Route("/health/ready", ready),
     Route("/metrics", metrics),

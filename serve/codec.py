@@ -1,7 +1,7 @@
 """The record/batch JSON wire format <-> one (N, n_features) float32 array, with precise errors.
 
 A fast path handles well-formed bodies with C-level operations; anything it does not accept
-is handed to the exhaustive path, which either normalises it (case-insensitive names) or
+is handed to the exhaustive path, which either normalises it (case-insensitive names, aliases) or
 raises the error that names the record and field.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serve.errors import ServeError, shortlist
+from serve.errors import ServeError, shortlist, unknown_names
 from serve.model import Model
 
 NUMBER_TYPES = frozenset((int, float))
@@ -128,7 +128,8 @@ class RecordCodec:
         self.model = model
         self.names = model.feature_names
         self.max_batch = max_batch
-        self._by_lower = {name.lower(): name for name in self.names}
+        # Names and aliases, lower-cased -> the feature's name; only the exhaustive path reads aliases.
+        self._by_lower = {spelling: self.names[i] for spelling, i in model.index.items()}
         self._get = itemgetter(*self.names)
         self._name_letters = sum(map(_lowercase_letters, self.names))
         head = orjson.dumps({"model": model.name, "version": model.version})[:-1]
@@ -236,21 +237,21 @@ class RecordCodec:
         return [check_number(value, name, index) for name, value in zip(self.names, values)]
 
     def _named_values(self, record: dict[str, Any], index: int) -> list[Any]:
-        found: dict[str, Any] = {}
+        found: dict[str, tuple[str, Any]] = {}  # feature name -> (the key that gave it, value)
         unknown: list[str] = []
         for key, value in record.items():
             name = self._by_lower.get(key.lower())
             if name is None:
                 unknown.append(key)
             elif name in found:
-                raise ServeError(422, f"record {index}: feature {name} given twice (names are case-insensitive)",
-                                 record=index, field=name)
+                raise ServeError(422, f"record {index}: feature {name} given twice, as {found[name][0]!r} and "
+                                 f"{key!r} (names and aliases are case-insensitive)", record=index, field=name)
             else:
-                found[name] = value
+                found[name] = key, value
         missing = [name for name in self.names if name not in found]
         if missing or unknown:
             problems = ([f"missing features: {', '.join(missing)}"] if missing else []) + (
-                [f"unknown fields: {', '.join(unknown)}"] if unknown else [])
+                [unknown_names("field", unknown, self.model.closest)] if unknown else [])
             raise ServeError(422, f"record {index}: {'; '.join(problems)}", record=index,
                              missing=missing, unknown=shortlist(unknown))
-        return [found[name] for name in self.names]
+        return [found[name][1] for name in self.names]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # An error names what was wrong without echoing a hostile body back: 100,000 unknown keys would
@@ -32,6 +33,14 @@ class ServeError(Exception):
 def shortlist(names: list[str]) -> list[str]:
     """The first MAX_NAMES names, each cut to MAX_NAME_CHARS: for an error's list of offending keys."""
     return [name if len(name) <= MAX_NAME_CHARS else name[:MAX_NAME_CHARS] + "..." for name in names[:MAX_NAMES]]
+
+
+def unknown_names(kind: str, names: list[str], closest: Callable[[str], str | None]) -> str:
+    """`unknown field 'LSTATT' (did you mean LSTAT?)`: the shortlist of names, each with a hint where one is close."""
+    shown = ", ".join(repr(name) + (f" (did you mean {hint}?)" if (hint := closest(name)) else "")
+                      for name in shortlist(names))
+    more = f" and {len(names) - MAX_NAMES} more" if len(names) > MAX_NAMES else ""
+    return f"unknown {kind}{'s' if len(names) > 1 else ''} {shown}{more}"
 
 
 class ModelLoadError(Exception):

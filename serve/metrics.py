@@ -27,7 +27,8 @@ _SERIES_SIZE = len(STATUSES) + _N_BUCKETS + 1
 class Metrics:
     def __init__(self, routes: list[str], models: list[str], directory: str = ""):
         self.models = [NO_MODEL, *models]
-        series = [(route, model) for route in (*routes, UNMATCHED_ROUTE) for model in self.models]
+        # A path served by two routes (GET and POST /) is one series.
+        series = [(route, model) for route in dict.fromkeys((*routes, UNMATCHED_ROUTE)) for model in self.models]
         self._offsets = {key: i * _SERIES_SIZE for i, key in enumerate(series)}
         self._rows_offset = {model: len(series) * _SERIES_SIZE + j for j, model in enumerate(self.models)}
         self._status_index = {int(status): k for k, status in enumerate(STATUSES[:-1])}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from difflib import get_close_matches
 from operator import le
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from serve.errors import ModelLoadError
+from serve.errors import MAX_NAME_CHARS, ModelLoadError
 
 # The keys export writes into the ONNX metadata_props: the whole contract between export and serve.
 REQUIRED_METADATA = (
@@ -21,6 +22,9 @@ REQUIRED_METADATA = (
 )
 JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "training_environment",
                  "hyperparameters")
+# An entry without "aliases" is refused like one without "unit", not read as having none: the metadata is
+# the contract, and a model from an older export would otherwise refuse, alone, the names the others accept.
+FEATURE_KEYS = ("name", "description", "unit", "aliases", "min", "max", "mean", "std")
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class Feature:
     name: str
     description: str
     unit: str
+    aliases: tuple[str, ...]
     minimum: float
     maximum: float
     mean: float
@@ -46,11 +51,15 @@ class Model:
         self.metadata = metadata
         used = set(metadata["features_used"])
         self.features = tuple(
-            Feature(f["name"], f["description"], f["unit"], float(f["min"]), float(f["max"]),
+            Feature(f["name"], f["description"], f["unit"], tuple(f["aliases"]), float(f["min"]), float(f["max"]),
                     float(f["mean"]), float(f["std"]), f["name"] in used)
             for f in metadata["features"]
         )
         self.feature_names = tuple(f.name for f in self.features)
+        published = [(i, spelling) for i, f in enumerate(self.features) for spelling in (f.name, *f.aliases)]
+        # Every name and alias a request may use, lower-cased (they are case-insensitive) -> feature index.
+        self.index = {spelling.lower(): i for i, spelling in published}
+        self._published = {spelling.lower(): spelling for _, spelling in published}
         # Ranges compared in float32, the precision the input arrives in (0.385 must not fall below 0.385).
         self.lower = np.array([f.minimum for f in self.features], dtype=np.float32)
         self.upper = np.array([f.maximum for f in self.features], dtype=np.float32)
@@ -121,6 +130,13 @@ class Model:
         rows: list[int] = np.flatnonzero(~np.isfinite(y)).tolist()
         return rows
 
+    def closest(self, key: str) -> str | None:
+        """The name or alias an unknown key most resembles, for a did-you-mean hint; None if none is close."""
+        if len(key) > MAX_NAME_CHARS:  # too long to be close to any name, and difflib's time grows with it
+            return None
+        matches = get_close_matches(key.lower(), self._published, n=1)
+        return self._published[matches[0]] if matches else None
+
     def warm_up(self) -> None:
         """Run the graph once so the first request does not pay for lazy initialisation."""
         means = np.array([[f.mean for f in self.features]] * 2, dtype=np.float32)
@@ -156,9 +172,24 @@ def _read_metadata(path: Path, session: ort.InferenceSession) -> dict[str, Any]:
                 raise ModelLoadError(f"{path}: metadata {key!r} is not valid JSON ({exc})") from exc
     try:
         for feature in metadata["features"]:
-            for key in ("name", "description", "unit", "min", "max", "mean", "std"):
+            for key in FEATURE_KEYS:
                 feature[key]
     except (KeyError, TypeError) as exc:
-        raise ModelLoadError(
-            f"{path}: metadata 'features' entries need name, description, unit, min, max, mean, std") from exc
+        raise ModelLoadError(f"{path}: metadata 'features' entries need {', '.join(FEATURE_KEYS)}") from exc
+    _check_spellings(path, metadata["features"])
     return metadata
+
+
+def _check_spellings(path: Path, features: list[dict[str, Any]]) -> None:
+    """Names and aliases are strings, and each (case-insensitively) names one feature only."""
+    spellings: list[str] = []
+    for feature in features:
+        aliases = feature["aliases"]
+        if type(aliases) is not list or not all(type(s) is str for s in (feature["name"], *aliases)):
+            raise ModelLoadError(f"{path}: metadata 'features': name and aliases of {feature['name']!r} "
+                                 "must be a string and a list of strings")
+        spellings += [spelling.lower() for spelling in (feature["name"], *aliases)]
+    repeated = sorted({spelling for spelling in spellings if spellings.count(spelling) > 1})
+    if repeated:
+        raise ModelLoadError(f"{path}: metadata 'features': {', '.join(repeated)} would name more than one feature "
+                             "(names and aliases are case-insensitive)")

@@ -26,19 +26,34 @@ def _errors(*statuses: int) -> dict[str, Any]:
     return {str(status): _json(_ERROR, reasons[status]) for status in (*statuses, 503)}
 
 
-def _model_schemas(model: Model, max_batch: int) -> dict[str, Any]:
-    name, n = model.name, len(model.features)
-    record = {
+def _record_schema(model: Model) -> dict[str, Any]:
+    """Every feature once, by its name or one of its aliases; JSON Schema has no case-insensitive keys,
+    so only the spellings as published are listed."""
+    properties: dict[str, Any] = {}
+    for f in model.features:
+        also = f"; also named {', '.join(f.aliases)}" if f.aliases else ""
+        properties[f.name] = {**_NUMBER, "example": f.mean, "description": f"{f.description} ({f.unit}); "
+                              f"training range [{f.minimum:g}, {f.maximum:g}]{also}"}
+        # No example: an example beside the name's would make an example record naming the feature twice.
+        properties.update({alias: {**_NUMBER, "description": f"{f.name} by another name; send one spelling of it only"}
+                           for alias in f.aliases})
+    record: dict[str, Any] = {
         "type": "object",
-        "description": "One record: every feature by name (case-insensitive); no other field.",
-        "properties": {
-            f.name: {**_NUMBER, "description": f"{f.description} ({f.unit}); training range "
-                                               f"[{f.minimum:g}, {f.maximum:g}]", "example": f.mean}
-            for f in model.features
-        },
-        "required": list(model.feature_names),
+        "description": "One record: every feature by name or alias (case-insensitive), once; no other field.",
+        "properties": properties,
+        "required": [f.name for f in model.features if not f.aliases],
         "additionalProperties": False,
     }
+    aliased = [f for f in model.features if f.aliases]
+    if aliased:  # exactly one spelling of each: naming a feature twice is refused
+        record["allOf"] = [{"oneOf": [{"required": [spelling]} for spelling in (f.name, *f.aliases)]}
+                           for f in aliased]
+    return record
+
+
+def _model_schemas(model: Model, max_batch: int) -> dict[str, Any]:
+    name, n = model.name, len(model.features)
+    record = _record_schema(model)
     values = {"type": "array", "items": _NUMBER, "minItems": n, "maxItems": n,
               "description": f"One record as {n} numbers in the order {', '.join(model.feature_names)}."}
     record_ref = {"$ref": f"#/components/schemas/{name}_record"}
@@ -139,7 +154,8 @@ def _v2_schemas() -> dict[str, Any]:
     parameters = {"type": "object", "additionalProperties": True}
     tensor_in = {
         "type": "object", "required": ["name", "datatype", "shape"],
-        "description": "'features' of shape [N, 13], or one input per feature of shape [N] or [N, 1]; values as "
+        "description": "'features' of shape [N, 13], or one input per feature (named by feature or alias) of shape "
+                       "[N] or [N, 1]; values as "
                        "'data' (flat or nested, row-major) or as binary_data_size bytes after the JSON header",
         "properties": {"name": {"type": "string"}, "datatype": {"type": "string", "enum": ["FP32", "FP64"]},
                        "shape": shape, "parameters": parameters,

@@ -8,7 +8,7 @@ from html import escape
 
 import orjson
 
-from serve.model import Model
+from serve.model import Feature, Model
 
 _STYLE = """
 body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
@@ -69,11 +69,16 @@ def _metrics_table(model: Model) -> str:
     return f"<table><tr><th>metric</th><th>RMSE</th><th>MAE</th><th>R²</th></tr>{rows}</table>"
 
 
+def _also(feature: Feature) -> str:
+    return f" <small>also: {escape(', '.join(feature.aliases))}</small>" if feature.aliases else ""
+
+
 def _section(model: Model, auth: bool) -> str:
     name = escape(model.name)
     url = f"/models/{name}/predict"
     features = "".join(
-        f"<tr><td>{escape(f.name)}</td><td>{escape(f.description)}</td><td>{escape(f.unit)}</td>"
+        f"<tr><td>{escape(f.name)}{_also(f)}</td>"
+        f"<td>{escape(f.description)}</td><td>{escape(f.unit)}</td>"
         f"<td>{f.minimum:g} to {f.maximum:g}</td><td>{'yes' if f.used else 'no'}</td></tr>"
         for f in model.features
     )

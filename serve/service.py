@@ -73,8 +73,8 @@ def model_document(model: Model) -> dict[str, Any]:
         "input": {"name": model.input_name, "datatype": "FP32", "shape": [-1, len(model.features)]},
         "output": {"name": model.output_name, "datatype": "FP32", "shape": [-1, 1], **meta["target"]},
         "features": [
-            {"name": f.name, "description": f.description, "unit": f.unit, "min": f.minimum, "max": f.maximum,
-             "mean": f.mean, "std": f.std, "used_by_model": f.used}
+            {"name": f.name, "aliases": list(f.aliases), "description": f.description, "unit": f.unit,
+             "min": f.minimum, "max": f.maximum, "mean": f.mean, "std": f.std, "used_by_model": f.used}
             for f in model.features
         ],
         "metrics": meta["metrics"],
@@ -99,6 +99,7 @@ def v2_model_document(model: Model) -> dict[str, Any]:
             "feature_names": ",".join(model.feature_names),
             "features_used": ",".join(f.name for f in model.features if f.used),
             "training_ranges": orjson.dumps({f.name: [f.minimum, f.maximum] for f in model.features}).decode(),
-            "per_feature_inputs": f"also accepted: {n} inputs named by feature, FP32, shape [-1] or [-1, 1]",
+            "per_feature_inputs": f"also accepted: {n} inputs named by feature (or alias), FP32, shape [-1] or [-1, 1]",
+            "feature_aliases": orjson.dumps({f.name: list(f.aliases) for f in model.features if f.aliases}).decode(),
         },
     }

@@ -22,7 +22,7 @@ from serve.codec import (
     parse_json,
     repeated_key,
 )
-from serve.errors import ServeError
+from serve.errors import ServeError, unknown_names
 from serve.model import Model
 
 # Accepted input datatypes; FP64 is converted to the model's FP32.
@@ -60,7 +60,6 @@ class V2Codec:
     def __init__(self, model: Model, max_batch: int):
         self.model = model
         self.max_batch = max_batch
-        self._by_lower = {name.lower(): i for i, name in enumerate(model.feature_names)}
         self._input, self._width = model.input_name, len(model.features)
         self._default_outputs = (model.output_name,)
 
@@ -173,22 +172,25 @@ class V2Codec:
             x, offset = self._tensor(inputs[0], binary, offset, width=len(model.features))
             return [x], offset
         columns: dict[int, np.ndarray] = {}
+        given_as: dict[int, str] = {}
         unknown = []
         for tensor in inputs:
             name = tensor.get("name") if type(tensor) is dict else None
-            index = self._by_lower.get(name.lower()) if type(name) is str else None
+            index = model.index.get(name.lower()) if type(name) is str else None
             if index is None:
                 unknown.append(str(name))
                 continue
             if index in columns:
-                raise bad(f"input for feature {model.feature_names[index]} given twice")
+                raise bad(f"input for feature {model.feature_names[index]} given twice, as {given_as[index]!r} "
+                          f"and {name!r} (names and aliases are case-insensitive)")
+            given_as[index] = tensor["name"]
             columns[index], offset = self._tensor(tensor, binary, offset, width=None)
         missing = [model.feature_names[i] for i in range(len(model.features)) if i not in columns]
         if unknown or missing:
+            problems = ([unknown_names("input", unknown, model.closest)] if unknown else []) + (
+                [f"missing features: {', '.join(missing)}"] if missing else [])
             raise bad(f"expected one input {model.input_name!r} of shape [N, {len(model.features)}] or one input "
-                      f"per feature ({', '.join(model.feature_names)}); "
-                      f"unknown inputs: {', '.join(unknown) or 'none'}; "
-                      f"missing features: {', '.join(missing) or 'none'}")
+                      f"per feature ({', '.join(model.feature_names)}); {'; '.join(problems)}")
         rows = {len(column) for column in columns.values()}
         if len(rows) != 1:
             raise bad(f"per-feature inputs must all have the same length, got lengths {sorted(rows)}")

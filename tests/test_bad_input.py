@@ -58,6 +58,30 @@ def test_a_feature_given_twice_in_different_case_is_refused(client: TestClient) 
     assert status == 422 and body["field"] == "CRIM"
 
 
+def test_a_feature_given_by_name_and_by_alias_is_refused_naming_both_keys(client: TestClient) -> None:
+    status, body = post(client, json.dumps({**FIRST, "black": 396.9}))
+    assert status == 422 and body["field"] == "B" and "'B' and 'black'" in body["error"]
+
+
+@pytest.mark.parametrize("typo, hint", [("LSTATT", "LSTAT"), ("blak", "black"), ("ptratio_", "PTRATIO")])
+def test_an_unknown_field_close_to_a_name_or_alias_gets_a_hint(client: TestClient, typo: str, hint: str) -> None:
+    record = {**FIRST, typo: 1.0}
+    status, body = post(client, json.dumps(record))
+    assert status == 422 and body["unknown"] == [typo]
+    assert f"unknown field '{typo}' (did you mean {hint}?)" in body["error"]
+
+
+def test_an_unknown_field_like_no_name_gets_no_hint(client: TestClient) -> None:
+    status, body = post(client, json.dumps({**FIRST, "comment": "hi"}))
+    assert status == 422 and "unknown field 'comment'" in body["error"] and "did you mean" not in body["error"]
+
+
+def test_hints_stay_bounded_however_many_fields_are_unknown(client: TestClient) -> None:
+    status, body = post(client, json.dumps({**FIRST, **{f"LSTAT{i}": 1.0 for i in range(1000)}}))
+    assert status == 422 and len(body["unknown"]) == 20 and "and 980 more" in body["error"]
+    assert body["error"].count("did you mean") == 20 and len(body["error"]) < 1100
+
+
 @pytest.mark.parametrize("raw, kind", [('"0.5"', "a string"), ("true", "a boolean"), ("null", "null"),
                                        ("[1]", "an array"), ('{"v": 1}', "an object")])
 def test_a_value_that_is_not_a_number_is_named_with_its_record(client: TestClient, raw: str, kind: str) -> None:
@@ -144,6 +168,14 @@ def test_a_wrong_method_is_405_with_allow(client: TestClient) -> None:
     response = client.get(URL)
     assert response.status_code == 405 and response.headers["allow"] == "POST"
     assert "POST" in response.json()["error"]
+
+
+def test_post_to_the_landing_page_is_405_naming_the_prediction_routes(client: TestClient) -> None:
+    response = client.post("/", json=FIRST)
+    assert response.status_code == 405 and response.headers["allow"] == "GET, HEAD"
+    assert response.headers["content-type"] == "application/json" and response.json()["models"] == ["linear", "mlp"]
+    assert response.json()["error"] == ("POST / is not a prediction route; use POST /models/{model}/predict or "
+                                        "POST /v2/models/{model}/infer (models: linear, mlp)")
 
 
 def test_an_unknown_route_is_404_json(client: TestClient) -> None:

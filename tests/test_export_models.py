@@ -233,9 +233,17 @@ def test_feature_metadata_has_schema_names_and_training_statistics(name: str) ->
         {"name": c.name, "description": c.description, "unit": c.unit, "min": lo, "max": hi, "mean": m, "std": s}
         for c, lo, hi, m, s in zip(schema.FEATURES, x.min(0), x.max(0), x.mean(0), x.std(0))
     ]
+    # pytest.approx compares no nested lists: the aliases are checked apart.
+    assert [f.pop("aliases") for f in features] == [list(c.aliases) for c in schema.FEATURES]
     assert len(features) == len(expected)
     for feature, wanted in zip(features, expected):
         assert feature == pytest.approx(wanted)
+
+
+def test_b_is_also_published_as_black_and_no_spelling_names_two_features() -> None:
+    assert next(c for c in schema.FEATURES if c.name == "B").aliases == ("black",)
+    spellings = [s.lower() for c in schema.FEATURES for s in (c.name, *c.aliases)]
+    assert len(spellings) == len(set(spellings))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -256,6 +264,7 @@ def test_hyperparameter_metadata_describes_each_training() -> None:
 @pytest.mark.parametrize("name", NAMES)
 def test_model_card_and_plot_are_written_next_to_the_model(name: str) -> None:
     card = (COMMITTED / f"{name}.md").read_text()
-    for section in ("## Metrics", "## Intended use", "## Caveats", "Feature `B`", "training ranges", f"{name}.png"):
+    for section in ("## Metrics", "## Intended use", "## Caveats", "Feature `B`", "B (also `black`)", "training ranges",
+                    f"{name}.png"):
         assert section in card
     assert (COMMITTED / f"{name}.png").read_bytes().startswith(b"\x89PNG")

@@ -13,6 +13,9 @@ MODELS = sorted(path.stem for path in MODEL_DIR.glob("*.onnx"))
 # The workshop notebook's own request: PTRATIO 0.11 where training saw 12.6 to 22.0.
 NOTEBOOK_RECORD = {"DIS": 3.02, "ZN": 6, "RAD": 2, "CRIM": 0.00532, "NOX": 0.52, "PTRATIO": 0.11292,
                    "INDUS": 1.51, "RM": 4.53, "AGE": 40.2, "CHAS": 0.0, "TAX": 296.0, "B": 397, "LSTAT": 4.98}
+# The workshop landing page's request (the first row): lower-case names, and B as R's MASS::Boston calls it.
+WORKSHOP_RECORD = {"crim": 0.00632, "tax": 296.0, "chas": 0.0, "black": 396.9, "lstat": 4.98, "age": 65.2,
+                   "indus": 2.31, "rm": 6.575, "dis": 4.09, "zn": 18.0, "nox": 0.538, "ptratio": 15.3, "rad": 1.0}
 
 
 def reference(model: str, records: list[dict[str, float]]) -> np.ndarray:
@@ -62,6 +65,24 @@ def test_feature_names_match_case_insensitively(client: TestClient) -> None:
     lower = {k.lower(): v for k, v in FIRST.items()}
     assert client.post("/models/linear/predict", json=lower).json()["prediction"] == \
         client.post("/models/linear/predict", json=FIRST).json()["prediction"]
+
+
+def test_the_workshops_request_with_black_for_b_gets_the_notebooks_prediction(client: TestClient) -> None:
+    response = client.post("/models/linear/predict", json=WORKSHOP_RECORD)
+    assert response.status_code == 200 and response.json()["prediction"] == pytest.approx(29.9197, abs=1e-3)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_alias_gives_the_prediction_of_the_name(client: TestClient, model: str) -> None:
+    by_alias = client.post(f"/models/{model}/predict", json=WORKSHOP_RECORD).json()["prediction"]
+    assert by_alias == client.post(f"/models/{model}/predict", json=FIRST).json()["prediction"]
+
+
+def test_aliases_match_case_insensitively_in_records_and_batches(client: TestClient) -> None:
+    shouted = {**{k: v for k, v in FIRST.items() if k != "B"}, "BLACK": FIRST["B"]}
+    body = client.post("/models/mlp/predict", json={"instances": [FIRST] * 100 + [shouted, WORKSHOP_RECORD]}).json()
+    assert client.post("/models/mlp/predict", json=shouted).json()["prediction"] == body["predictions"][0]
+    assert len(set(body["predictions"])) == 1
 
 
 def test_integers_are_numbers(client: TestClient) -> None:

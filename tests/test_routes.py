@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 
@@ -34,6 +35,11 @@ def test_model_metadata_comes_from_the_onnx_file(client: TestClient, model: str,
     assert len(meta["training_data_sha256"]) == 64
 
 
+def test_model_metadata_lists_each_features_aliases(client: TestClient) -> None:
+    aliases = {f["name"]: f["aliases"] for f in client.get("/models/linear").json()["features"]}
+    assert aliases == {name: ["black"] if name == "B" else [] for name in FEATURES}
+
+
 def test_metadata_of_an_unknown_model_is_404(client: TestClient) -> None:
     assert client.get("/models/nope").status_code == 404
 
@@ -43,8 +49,20 @@ def test_openapi_is_valid_and_names_each_models_features(client: TestClient) -> 
     validate(spec)
     for model in ("linear", "mlp"):
         record = spec["components"]["schemas"][f"{model}_record"]
-        assert record["required"] == FEATURES and record["additionalProperties"] is False
+        assert set(record["properties"]) == {*FEATURES, "black"}
+        assert record["additionalProperties"] is False
         assert f"/models/{model}/predict" in spec["paths"]
+
+
+def test_the_record_schema_takes_each_feature_once_by_name_or_alias(client: TestClient) -> None:
+    record = client.get("/openapi.json").json()["components"]["schemas"]["linear_record"]
+    assert record["required"] == [name for name in FEATURES if name != "B"]
+    assert "also named black" in record["properties"]["B"]["description"]
+    validator = Draft4Validator(record)  # OpenAPI 3.0's boolean exclusiveMinimum is draft 4's
+    by_alias = {**{k: v for k, v in FIRST.items() if k != "B"}, "black": FIRST["B"]}
+    assert validator.is_valid(FIRST) and validator.is_valid(by_alias)
+    assert not validator.is_valid({**FIRST, "black": FIRST["B"]})
+    assert not validator.is_valid({k: v for k, v in FIRST.items() if k != "B"})
 
 
 def test_metrics_count_requests_by_route_model_and_status_and_rows(client: TestClient) -> None:
@@ -79,5 +97,6 @@ def test_the_landing_page_lists_models_features_metrics_and_a_form_each(client: 
     assert response.headers["content-type"].startswith("text/html")
     assert page.count('<form class="try"') == 2 and "curl" in page
     assert all(f'name="{name}"' in page for name in FEATURES)
+    assert "<td>B <small>also: black</small></td>" in page
     assert "RMSE" in page
     assert not re.search(r'(src|href)="https?://', page), "the page must not load external assets"

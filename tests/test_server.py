@@ -10,7 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -109,11 +111,23 @@ def without_metadata(source: Path, target: Path) -> None:
     onnx.save(model, str(target))
 
 
+def with_features(source: Path, target: Path, edit: Callable[[list[dict[str, Any]]], object]) -> None:
+    """The model with its 'features' metadata changed by `edit`."""
+    model = onnx.load(str(source))
+    entry = next(p for p in model.metadata_props if p.key == "features")
+    features = json.loads(entry.value)
+    edit(features)
+    entry.value = json.dumps(features)
+    onnx.save(model, str(target))
+
+
 @pytest.mark.parametrize("case, expected", [
     ("missing folder", "does not exist"),
     ("empty folder", "no .onnx file"),
     ("corrupt file", "not a loadable ONNX model"),
     ("no metadata", "metadata lacks"),
+    ("features without aliases", "entries need name, description, unit, aliases"),
+    ("an alias that is another feature's name", "rm would name more than one feature"),
     ("duplicate name", "also used by"),
 ])
 def test_a_bad_model_folder_fails_startup_with_a_clear_message(tmp_path: Path, case: str, expected: str) -> None:
@@ -124,6 +138,10 @@ def test_a_bad_model_folder_fails_startup_with_a_clear_message(tmp_path: Path, c
         (folder / "linear.onnx").write_bytes((MODEL_DIR / "linear.onnx").read_bytes()[:200])
     elif case == "no metadata":
         without_metadata(MODEL_DIR / "linear.onnx", folder / "linear.onnx")
+    elif case == "features without aliases":
+        with_features(MODEL_DIR / "linear.onnx", folder / "linear.onnx", lambda fs: [f.pop("aliases") for f in fs])
+    elif case == "an alias that is another feature's name":
+        with_features(MODEL_DIR / "linear.onnx", folder / "linear.onnx", lambda fs: fs[0].update(aliases=["Rm"]))
     elif case == "duplicate name":
         for name in ("a", "b"):
             (folder / f"{name}.onnx").write_bytes((MODEL_DIR / "linear.onnx").read_bytes())

@@ -56,6 +56,7 @@ def test_model_metadata_names_tensors_features_and_ranges(triton_client: triton.
     assert meta["outputs"] == [{"name": "MEDV", "datatype": "FP32", "shape": [-1, 1]}]
     assert meta["parameters"]["feature_names"].split(",") == FEATURES
     assert json.loads(meta["parameters"]["training_ranges"])["PTRATIO"] == [12.6, 22.0]
+    assert json.loads(meta["parameters"]["feature_aliases"]) == {"B": ["black"]}
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -130,6 +131,17 @@ def test_one_input_per_feature_is_accepted(client: TestClient) -> None:
     assert data == pytest.approx([first_prediction(client)] * 2, abs=1e-6)
 
 
+def test_a_per_feature_input_may_be_named_by_an_alias(client: TestClient) -> None:
+    columns = [tensor([FIRST[k]], [1], name="black" if k == "B" else k.lower()) for k in FEATURES]
+    assert v2(client, {"inputs": columns}).json()["outputs"][0]["data"] == pytest.approx([first_prediction(client)])
+
+
+def test_a_feature_given_twice_through_an_alias_is_400_naming_both_inputs(client: TestClient) -> None:
+    columns = [tensor([FIRST[k]], [1], name=k) for k in FEATURES] + [tensor([FIRST["B"]], [1], name="black")]
+    response = v2(client, {"inputs": columns})
+    assert response.status_code == 400 and "feature B given twice, as 'B' and 'black'" in response.json()["error"]
+
+
 def test_id_is_echoed_unknown_parameters_ignored_and_warnings_reported(client: TestClient) -> None:
     row = [FIRST[k] for k in FEATURES]
     row[FEATURES.index("PTRATIO")] = 0.11
@@ -170,7 +182,8 @@ def test_binary_input_is_read_after_the_json_header(client: TestClient) -> None:
     ({"inputs": [tensor([], [0, 13])]}, "empty"),
     ({"inputs": []}, "non-empty"),
     ({"inputs": [tensor([1.0], [1], name="CRIM")]}, "missing features: ZN"),
-    ({"inputs": [tensor([1.0] * 13, [1, 13], name="x")]}, "unknown inputs: x"),
+    ({"inputs": [tensor([1.0] * 13, [1, 13], name="x")]}, "unknown input 'x'"),
+    ({"inputs": [tensor([1.0], [1], name="LSTATT")]}, "unknown input 'LSTATT' (did you mean LSTAT?)"),
     ({"inputs": [tensor([1.0] * 13, [1, 13])], "id": 5}, "'id' must be a string"),
     ([1, 2], "JSON object"),
 ])
