@@ -19,7 +19,7 @@ from torch import nn
 
 from benchmarks.baseline_model import train
 from benchmarks.cpus import SERVER_CPU
-from benchmarks.paths import MODEL_DIR
+from benchmarks.paths import model_file
 from benchmarks.payloads import TOLERANCE, rows
 from serve.model import Model
 
@@ -37,7 +37,7 @@ class Implementation:
 
 
 def _onnxruntime(name: str) -> Callable[[np.ndarray], Callable[[], object]]:
-    model = Model.load(MODEL_DIR / f"{name}.onnx")
+    model = Model.load(model_file(name))
 
     def prepare(x: np.ndarray) -> Callable[[], object]:
         x32 = x.astype(np.float32)
@@ -146,5 +146,5 @@ def _check_agreement(chosen: list[Implementation]) -> None:
 
 
 def _initializers(name: str) -> dict[str, np.ndarray]:
-    graph = onnx.load(str(MODEL_DIR / f"{name}.onnx")).graph
+    graph = onnx.load(str(model_file(name))).graph
     return {tensor.name: numpy_helper.to_array(tensor).copy() for tensor in graph.initializer}

@@ -7,6 +7,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data" / "housing.csv"
 MODEL_DIR = ROOT / "onnx_models"
+
+
+def model_file(name: str, version: int = 1) -> Path:
+    return MODEL_DIR / name / str(version) / "model.onnx"
+
 RESULTS = ROOT / "benchmarks" / "results"
 # Generated inputs (pickled pipeline, MLServer settings, request bodies, server logs); gitignored via /build/.
 WORK = ROOT / "build" / "bench"

@@ -14,7 +14,7 @@ import numpy as np
 import orjson
 
 from benchmarks.baseline_model import FIRST_ROW_PREDICTION
-from benchmarks.paths import DATA, MODEL_DIR
+from benchmarks.paths import DATA, model_file
 from export import data
 from export.schema import FEATURE_NAMES, INPUT_NAME, OUTPUT_NAME
 from serve.model import Model
@@ -36,7 +36,7 @@ def rows(n: int) -> np.ndarray:
 
 
 def expected(n: int) -> np.ndarray:
-    return Model.load(MODEL_DIR / "linear.onnx").predict(rows(n).astype(np.float32))
+    return Model.load(model_file("linear")).predict(rows(n).astype(np.float32))
 
 
 def record_request(n: int, single_path: str, batch_path: str) -> Request:

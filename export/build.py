@@ -29,11 +29,14 @@ class Exported:
     out_of_fold: Array
 
 
-def both(dataset: Dataset) -> list[Exported]:
-    return [linear_model(dataset), mlp_model(dataset)]
+NAMES = ("linear", "mlp")
 
 
-def linear_model(dataset: Dataset) -> Exported:
+def both(dataset: Dataset, versions: dict[str, int]) -> list[Exported]:
+    return [linear_model(dataset, versions["linear"]), mlp_model(dataset, versions["mlp"])]
+
+
+def linear_model(dataset: Dataset, version: int = 1) -> Exported:
     x, y = dataset.features, dataset.target
     pipeline = linear.fit(x, y)
     converted = linear.convert(pipeline)
@@ -42,6 +45,7 @@ def linear_model(dataset: Dataset) -> Exported:
     return _finish(
         dataset,
         name="linear",
+        version=version,
         description=f"Linear regression (OLS) on 8 standardized features, the workshop GLM {linear.FORMULA}",
         graph=linear.fold(converted),
         native=pipeline.predict,
@@ -51,7 +55,7 @@ def linear_model(dataset: Dataset) -> Exported:
     )
 
 
-def mlp_model(dataset: Dataset, config: mlp.Config = mlp.CHOSEN) -> Exported:
+def mlp_model(dataset: Dataset, version: int = 1, config: mlp.Config = mlp.CHOSEN) -> Exported:
     x, y = dataset.features, dataset.target
     oof, kept_epochs = mlp.cross_validate(config, x, y, desc="mlp")
     epochs = mlp.final_epochs(config, kept_epochs)
@@ -59,6 +63,7 @@ def mlp_model(dataset: Dataset, config: mlp.Config = mlp.CHOSEN) -> Exported:
     return _finish(
         dataset,
         name="mlp",
+        version=version,
         description=f"Neural network (MLP {config.describe()}) on all 13 standardized features",
         graph=mlp.to_onnx(mlp.fold_standardization(trained.module)),
         native=mlp.predictor(trained.module),
@@ -72,6 +77,7 @@ def _finish(
     dataset: Dataset,
     *,
     name: str,
+    version: int,
     description: str,
     graph: onnx.ModelProto,
     native: Predict,
@@ -85,12 +91,14 @@ def _finish(
     in_sample, cv = score(dataset.target, predicted), score(dataset.target, oof)
     tags = metadata.build(
         name=name,
+        version=version,
         description=description,
         features_used=features_used,
         in_sample=in_sample,
         cv=cv,
         dataset=dataset,
         hyperparameters=hyperparameters,
+        golden=parity.golden(graph, dataset.features),
     )
     model = metadata.attach(graph, tags)
     _check(name, model)

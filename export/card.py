@@ -32,7 +32,8 @@ def render(model: Exported) -> str:
         "",
         f"{tags['description']}.",
         "",
-        f"- File: `{tags['model_name']}.onnx`, one self-contained ONNX graph. Input `{INPUT_NAME}`: float32 "
+        f"- File: `{tags['model_name']}/{tags['model_version']}/model.onnx`, one self-contained ONNX graph. "
+        f"Input `{INPUT_NAME}`: float32 "
         f"`[batch, {len(features)}]`, raw values in the column order below; output `{OUTPUT_NAME}`: float32 "
         f"`[batch, 1]`, {TARGET.description} in {TARGET.unit}. Standardization is inside the graph.",
         f"- Training: {', '.join(f'{key} {value}' for key, value in hyperparameters.items())}.",
@@ -49,7 +50,7 @@ def render(model: Exported) -> str:
         f"Parity, ONNX graph vs the native model, max |difference|: {model.parity.training_rows:.2g} on the "
         f"training rows, {model.parity.random_rows:.2g} on {RANDOM_ROWS:,} random rows within the training ranges.",
         "",
-        f"![predicted vs actual]({tags['model_name']}.png)",
+        "![predicted vs actual](model.png)",
         "",
         "## Features",
         "",

@@ -1,4 +1,4 @@
-"""`python -m export`: retrain both models and rewrite the ONNX files, cards and plots."""
+"""`python -m export`: retrain both models and write each as a new version: ONNX file, card and plot."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/housing.csv"), help="training CSV")
-    parser.add_argument("--out", type=Path, default=Path("onnx_models"), help="directory for the models")
+    parser.add_argument("--out", type=Path, default=Path("onnx_models"), help="the model store")
+    parser.add_argument("--version", type=int, help="the version to write (default: the next after the newest)")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     try:
@@ -26,12 +27,13 @@ def main(argv: list[str] | None = None) -> int:
         # Imported only now: bad data is reported at once, without first loading torch and skl2onnx (~3 s).
         from export import run
 
-        models = run.export(dataset, args.out)
+        models = run.export(dataset, args.out, args.version)
     except ExportError as error:
         print(f"export: error: {error}", file=sys.stderr)
         return 1
     print(_table(models))
-    print(f"wrote {', '.join(f'{m.name}.onnx/.md/.png' for m in models)} to {args.out}/ "
+    written = ", ".join(f"{m.name}/{m.metadata['model_version']}/" for m in models)
+    print(f"wrote {written} (model.onnx, model.md, model.png) in {args.out}/ "
           f"in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -3,17 +3,36 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from export.errors import ExportError
 
 
-def write_all(directory: Path, files: dict[str, bytes]) -> None:
-    """Stage every file as a temporary file in `directory`, then rename each over its target (atomic)."""
+def write_versions(store: Path, versions: dict[tuple[str, int], dict[str, bytes]]) -> None:
+    """Create each `store/<name>/<version>/`, refusing one that exists, and write its files into it."""
+    for (name, version), files in versions.items():
+        directory = store / name / str(version)
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            directory.mkdir()  # fails if another export took this version meanwhile
+        except FileExistsError:
+            raise ExportError(f"{directory} exists: a version is never overwritten") from None
+        except OSError as error:
+            raise ExportError(f"cannot write to {store}: {error}") from error
+        try:
+            _write_all(directory, files)
+        except ExportError:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+
+
+def _write_all(directory: Path, files: dict[str, bytes]) -> None:
+    """Stage every file as a temporary file in `directory`, then rename each onto its name (atomic),
+    in the order given."""
     staged: list[tuple[str, Path]] = []
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         for name, content in files.items():
             handle, temporary = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
             staged.append((temporary, directory / name))

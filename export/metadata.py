@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import onnx
@@ -10,25 +11,27 @@ import onnx
 from export import reproducible
 from export.data import Dataset
 from export.metrics import FOLDS, Metrics
+from export.parity import Golden
 from export.schema import FEATURE_NAMES, FEATURES, INPUT_NAME, OUTPUT_NAME, TARGET
 
-MODEL_VERSION = 1
 PRODUCER = "housing-serving export"
 
 
 def build(
     *,
     name: str,
+    version: int,
     description: str,
     features_used: tuple[str, ...],
     in_sample: Metrics,
     cv: Metrics,
     dataset: Dataset,
     hyperparameters: dict[str, Any],
+    golden: Golden,
 ) -> dict[str, str]:
     return {
         "model_name": name,
-        "model_version": str(MODEL_VERSION),
+        "model_version": str(version),
         "description": description,
         "input_name": INPUT_NAME,
         "output_name": OUTPUT_NAME,
@@ -40,6 +43,7 @@ def build(
         "data_sha256": dataset.sha256,
         "training_environment": _json(reproducible.training_environment()),
         "hyperparameters": _json(hyperparameters),
+        "golden": _json(asdict(golden)),
     }
 
 
@@ -49,7 +53,7 @@ def attach(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:
     tagged.CopyFrom(model)
     del tagged.metadata_props[:]
     onnx.helper.set_model_props(tagged, metadata)
-    tagged.model_version = MODEL_VERSION
+    tagged.model_version = int(metadata["model_version"])
     tagged.producer_name = PRODUCER
     tagged.producer_version = ""
     tagged.doc_string = metadata["description"]

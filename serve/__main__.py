@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import logging.config
 import os
@@ -17,8 +18,9 @@ from typing import Any
 import uvicorn
 
 from serve.errors import ModelLoadError
-from serve.registry import load_models
+from serve.intent import Intent
 from serve.settings import ACCESS_LOG_FORMATS, Settings
+from serve.store import Entry, ModelStore, State
 
 
 def parse_args(argv: list[str], defaults: Settings) -> Settings:
@@ -39,6 +41,10 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
                         help="requests in flight per worker before answering 503 (0: unlimited)")
     parser.add_argument("--coalesce-rows", type=int, default=defaults.coalesce_rows,
                         help="requests of at most this many rows arriving together share one model call (0: off)")
+    parser.add_argument("--watch", type=float, default=defaults.watch,
+                        help="seconds between looks at the model store for new, replaced or removed versions (0: off)")
+    parser.add_argument("--version-policy", default=defaults.version_policy,
+                        help="versions served per model: all, latest:N, or versions such as 1,3")
     args = parser.parse_args(argv)
     return replace(defaults, **{key: value for key, value in vars(args).items()})
 
@@ -65,26 +71,32 @@ def log_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
+async def check_store(settings: Settings) -> list[Entry]:
+    """Load the store once as a worker would, say what serves and what was refused, then let it go."""
+    store = ModelStore(settings, Intent())
+    await store.start()
+    index = store.index()
+    await store.close()
+    return index
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_args(sys.argv[1:] if argv is None else argv, Settings.from_env())
+        logging.config.dictConfig(log_config(settings))
         # Fail here, in one process, rather than in every worker: never a half-alive server.
-        models = load_models(settings.model_dir, settings.ort_threads)
+        index = asyncio.run(check_store(settings))
     except (ModelLoadError, ValueError) as exc:
         print(f"serve: cannot start: {exc}", file=sys.stderr)
         return 2
-    metrics_dir = ""
-    if settings.workers > 1 and not settings.metrics_dir:
-        metrics_dir = tempfile.mkdtemp(prefix="serve-metrics-")
-        settings = replace(settings, metrics_dir=metrics_dir)
+    shared_dir = ""
+    if settings.workers > 1 and not settings.shared_dir:
+        shared_dir = tempfile.mkdtemp(prefix="serve-shared-")
+        settings = replace(settings, shared_dir=shared_dir)
     os.environ.update(settings.to_env())
-    logging.config.dictConfig(log_config(settings))
     logger = logging.getLogger("serve")
-    for model in models.values():
-        logger.info("model %s version %s: %s", model.name, model.version, model.path)
-    logger.info("serving %d model(s) on http://%s:%d with %d worker(s)", len(models), settings.host, settings.port,
-                settings.workers)
-    del models  # every worker loads its own; the launcher must not hold a copy for the server's lifetime
+    logger.info("serving %d model version(s) on http://%s:%d with %d worker(s)",
+                sum(entry.state == State.READY for entry in index), settings.host, settings.port, settings.workers)
     # uvicorn drains on SIGTERM, then re-raises it to the handler it found: make that a no-op, so that
     # a drained stop exits 0 (what orchestrators count as a clean stop) rather than "killed by signal".
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -95,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             timeout_graceful_shutdown=int(settings.graceful_timeout),
         )
     finally:
-        if metrics_dir:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        if shared_dir:
+            shutil.rmtree(shared_dir, ignore_errors=True)
     return 0
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,12 +21,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serve import __version__
 from serve.asgi import check_json_content_type, header, send_json
+from serve.codec import json_type_name, parse_json
 from serve.dispatch import Dispatch
 from serve.errors import ServeError
 from serve.middleware import Frontdoor
 from serve.service import Service
 from serve.settings import Settings
 from serve.v2 import BINARY_HEADER
+
+# Seconds between looks at the shared load/unload intent when several workers run without --watch.
+SHARED_INTENT_INTERVAL = 1.0
 
 
 def service_of(scope: Scope) -> Service:
@@ -43,19 +49,25 @@ def check_auth(service: Service, scope: Scope) -> None:
 
 
 class Predict:
-    """POST /models/{model}/predict: one record or {"instances": [...]} -> prediction(s) and warnings."""
+    """POST /models/{model}[/versions/{version}]/predict: one record or {"instances": [...]} -> prediction(s)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = service_of(scope)
         check_auth(service, scope)
-        model = service.model(scope["path_params"]["model"])
         check_json_content_type(scope)
         body = await scope["app"].bodies.read(scope, receive)
-        codec = service.codecs[model.name]
-        x, batch = codec.decode(body)
-        y = await service.coalescers[model.name].predict(x)
+        params = scope["path_params"]
+        # Taken after the body, with no await before the count goes up: an unload waits for this request.
+        served = service.resolve(params["model"], params.get("version"))
+        scope["serve.version"] = served.model.version
+        served.in_flight += 1
+        try:
+            x, batch = served.codec.decode(body)
+            y = await served.coalescer.predict(x)
+        finally:
+            served.in_flight -= 1
         scope["serve.rows"] = len(y)
-        await send_json(send, codec.encode(x, y, batch))
+        await send_json(send, served.codec.encode(x, y, batch))
 
 
 class Infer:
@@ -64,20 +76,24 @@ class Infer:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = service_of(scope)
         check_auth(service, scope)
-        params = scope["path_params"]
-        model = service.model(params["model"], params.get("version"))
         body = await scope["app"].bodies.read(scope, receive)
-        codec = service.v2_codecs[model.name]
-        request = codec.decode(body, header(scope, BINARY_HEADER))
-        y = await service.coalescers[model.name].predict(request.x)
+        params = scope["path_params"]
+        served = service.resolve(params["model"], params.get("version"))
+        scope["serve.version"] = served.model.version
+        served.in_flight += 1
+        try:
+            request = served.v2_codec.decode(body, header(scope, BINARY_HEADER))
+            y = await served.coalescer.predict(request.x)
+        finally:
+            served.in_flight -= 1
         scope["serve.rows"] = len(y)
-        response, headers = codec.encode(request, y)
+        response, headers = served.v2_codec.encode(request, y)
         await send_json(send, response, 200, headers)
 
 
 async def not_a_prediction_route(request: Request) -> Response:
     """POST /, where the workshop's notebook sent its requests: a 405 that names the routes to use instead."""
-    models = list(service_of(request.scope).models)
+    models = list(service_of(request.scope).store.snapshot.latest)
     raise ServeError(405, "POST / is not a prediction route; use POST /models/{model}/predict or "
                      f"POST /v2/models/{{model}}/infer (models: {', '.join(models)})",
                      headers={"Allow": "GET, HEAD"}, models=models)
@@ -94,16 +110,13 @@ async def ready(request: Request) -> Response:
 
 
 async def list_models(request: Request) -> Response:
-    return JSONResponse({"models": [
-        {"name": m.name, "version": m.version, "description": m.description, "predict": f"/models/{m.name}/predict"}
-        for m in service_of(request.scope).models.values()
-    ]})
+    return JSONResponse({"models": service_of(request.scope).models()})
 
 
 async def model_metadata(request: Request) -> Response:
-    service = service_of(request.scope)
-    model = service.model(request.path_params["model"])
-    return Response(service.metadata[model.name], media_type="application/json")
+    params = request.path_params
+    return Response(service_of(request.scope).model_document(params["model"], params.get("version")),
+                    media_type="application/json")
 
 
 async def metrics(request: Request) -> Response:
@@ -125,17 +138,61 @@ async def v2_server(request: Request) -> Response:
 
 
 async def v2_model(request: Request) -> Response:
-    service = service_of(request.scope)
-    model = service.model(request.path_params["model"], request.path_params.get("version"))
-    return Response(service.v2_metadata[model.name], media_type="application/json")
+    params = request.path_params
+    return Response(service_of(request.scope).v2_model_document(params["model"], params.get("version")),
+                    media_type="application/json")
 
 
 async def v2_model_ready(request: Request) -> Response:
     service = service_of(request.scope)
-    model = service.model(request.path_params["model"], request.path_params.get("version"))
-    if not service.ready:
-        raise ServeError(503, f"model {model.name!r} is not ready")
-    return JSONResponse({"name": model.name, "ready": True})
+    served = service.resolve(request.path_params["model"], request.path_params.get("version"))
+    return JSONResponse({"name": served.model.name, "version": served.model.version, "ready": True})
+
+
+async def repository_index(request: Request) -> Response:
+    """Triton's repository extension: every version in the store, with its state and why."""
+    service = service_of(request.scope)
+    check_auth(service, request.scope)
+    body = await _repository_body(request, {"ready": bool})
+    return JSONResponse(service.index(ready_only=body.get("ready") is True))
+
+
+async def repository_load(request: Request) -> Response:
+    service = service_of(request.scope)
+    check_auth(service, request.scope)
+    parameters = (await _repository_body(request, {"parameters": dict})).get("parameters", {})
+    if parameters:
+        raise ServeError(400, f"load parameters {', '.join(map(repr, parameters))} are not supported: load takes "
+                         "the model from the model store as it is; write a new <model>/<version>/model.onnx instead")
+    await service.load(request.path_params["model"])
+    return JSONResponse({})
+
+
+async def repository_unload(request: Request) -> Response:
+    service = service_of(request.scope)
+    check_auth(service, request.scope)
+    parameters = (await _repository_body(request, {"parameters": dict})).get("parameters", {})
+    if parameters.keys() - {"unload_dependents"} or type(parameters.get("unload_dependents", False)) is not bool:
+        raise ServeError(400, "unload takes only the parameter unload_dependents (a boolean; no model here has "
+                         f"dependents), got {sorted(parameters)}")
+    await service.unload(request.path_params["model"])
+    return JSONResponse({})
+
+
+async def _repository_body(request: Request, fields: dict[str, type]) -> dict[str, Any]:
+    """A repository call's optional JSON object (tritonclient sends none, or `{}`), with only `fields`."""
+    raw: bytes = await request.scope["app"].bodies.read(request.scope, request.receive)
+    if not raw.strip():
+        return {}
+    body, _ = parse_json(raw)
+    if type(body) is not dict:
+        raise ServeError(400, f"the request body must be a JSON object, got {json_type_name(body)}")
+    for key, value in body.items():
+        if key not in fields or type(value) is not fields[key]:
+            expected = ", ".join(f"{name} ({kind.__name__})" for name, kind in fields.items())
+            raise ServeError(400, f"unexpected field {key!r} ({json_type_name(value)}) in the request body; "
+                             f"it takes {expected}")
+    return body
 
 
 # The router tries routes in order: the hot prediction routes come first.
@@ -143,6 +200,7 @@ routes = [
     Route("/v2/models/{model}/infer", Infer(), methods=["POST"]),
     Route("/models/{model}/predict", Predict(), methods=["POST"]),
     Route("/v2/models/{model}/versions/{version}/infer", Infer(), methods=["POST"]),
+    Route("/models/{model}/versions/{version}/predict", Predict(), methods=["POST"]),
     Route("/", landing_page),
     Route("/", not_a_prediction_route, methods=["POST"]),
     Route("/health/live", live),
@@ -151,6 +209,7 @@ routes = [
     Route("/openapi.json", openapi_document),
     Route("/models", list_models),
     Route("/models/{model}", model_metadata),
+    Route("/models/{model}/versions/{version}", model_metadata),
     # Open Inference Protocol (KServe V2)
     Route("/v2", v2_server),
     Route("/v2/health/live", live),
@@ -159,21 +218,39 @@ routes = [
     Route("/v2/models/{model}/versions/{version}", v2_model),
     Route("/v2/models/{model}/ready", v2_model_ready),
     Route("/v2/models/{model}/versions/{version}/ready", v2_model_ready),
+    # Triton's model repository extension
+    Route("/v2/repository/index", repository_index, methods=["POST"]),
+    Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
+    Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
 ]
 
 
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The ASGI application; models load in its lifespan, so readiness means loaded and warmed."""
-    service = Service(settings or Settings.from_env(), [route.path for route in routes])
+    settings = settings or Settings.from_env()
+    service = Service(settings)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        service.start()
-        dispatch.index(service.models)
-        watchdog = asyncio.create_task(frontdoor.bodies.watch())
+        await service.start()
+        tasks = [asyncio.create_task(frontdoor.bodies.watch())]
+        # With several workers each one looks at the shared load/unload intent, even without --watch.
+        interval = settings.watch or (SHARED_INTENT_INTERVAL if settings.shared_dir else 0)
+        if interval:
+            tasks.append(asyncio.create_task(service.store.watch(interval, rescan=bool(settings.watch))))
+        loop = asyncio.get_running_loop()
+        # A server's main thread; not a test client's, which runs the app in a thread of its own.
+        handles_signals = threading.current_thread() is threading.main_thread()
+        if handles_signals:
+            loop.add_signal_handler(signal.SIGHUP, lambda: tasks.append(asyncio.create_task(service.store.reconcile())))
         yield
-        watchdog.cancel()
+        if handles_signals:
+            loop.remove_signal_handler(signal.SIGHUP)
+        for task in tasks:
+            task.cancel()
+        await service.store.close()
 
     dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))
+    service.store.on_change(lambda snapshot: dispatch.index(snapshot.latest))
     frontdoor = Frontdoor(dispatch, service)
     return frontdoor

@@ -92,12 +92,12 @@ class Frontdoor:
 
     def _record(self, scope: Scope, status: int, seconds: float, request_id: bytes) -> None:
         route = scope.get("route")
-        model = scope.get("path_params", {}).get("model", NO_MODEL)
+        version = scope.get("serve.version", "")
+        # Only names that a version answered for become labels: a scan of made-up names must not add series.
+        model = scope["path_params"]["model"] if version else NO_MODEL
         service = self.service
-        if service.metrics is not None:
-            service.metrics.observe(route.path if route is not None else UNMATCHED_ROUTE,
-                                    model if model in service.models else NO_MODEL,
-                                    status, seconds, scope.get("serve.rows", 0))
+        service.metrics.observe(route.path if route is not None else UNMATCHED_ROUTE, model, version,
+                                status, seconds, scope.get("serve.rows", 0))
         fmt = service.settings.access_log
         if fmt == "off" or not access_logger.isEnabledFor(logging.INFO):
             return
@@ -106,8 +106,9 @@ class Frontdoor:
             access_logger.info(orjson.dumps({
                 "time": time.time(), "client": f"{client[0]}:{client[1]}", "method": scope["method"],
                 "path": scope["path"], "status": status, "duration_ms": round(seconds * 1000, 3),
-                "request_id": request_id.decode(),
+                "request_id": request_id.decode(), **({"model": model, "version": version} if version else {}),
             }).decode())
         else:
-            access_logger.info('%s:%s "%s %s" %d %.2fms request_id=%s', client[0], client[1], scope["method"],
-                               scope["path"], status, seconds * 1000, request_id.decode())
+            access_logger.info('%s:%s "%s %s" %d %.2fms request_id=%s%s', client[0], client[1], scope["method"],
+                               scope["path"], status, seconds * 1000, request_id.decode(),
+                               f" model={model} version={version}" if version else "")

@@ -18,10 +18,10 @@ from serve.errors import MAX_NAME_CHARS, ModelLoadError
 # The keys export writes into the ONNX metadata_props: the whole contract between export and serve.
 REQUIRED_METADATA = (
     "model_name", "model_version", "description", "feature_names", "features_used",
-    "features", "target", "metrics", "data_sha256", "training_environment",
+    "features", "target", "metrics", "data_sha256", "training_environment", "golden",
 )
 JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "training_environment",
-                 "hyperparameters")
+                 "hyperparameters", "golden")
 # An entry without "aliases" is refused like one without "unit", not read as having none: the metadata is
 # the contract, and a model from an older export would otherwise refuse, alone, the names the others accept.
 FEATURE_KEYS = ("name", "description", "unit", "aliases", "min", "max", "mean", "std")
@@ -87,7 +87,12 @@ class Model:
         model = cls(path, session, _read_metadata(path, session))
         model._check_signature()
         model.warm_up()
+        model._check_golden()
         return model
+
+    def release(self) -> None:
+        """Free the session of a version that no longer serves; it must not predict afterwards."""
+        del self._run, self._session
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Predictions for the rows of `x`, shape (N,)."""
@@ -143,6 +148,25 @@ class Model:
         y = self.predict(means)
         if y.shape != (2,) or not np.isfinite(y).all():
             raise ModelLoadError(f"{self.path}: warm-up on the training means gave {y!r}, expected 2 finite values")
+
+    def _check_golden(self) -> None:
+        """Reproduce the predictions export recorded: a changed file, model or onnxruntime shows here."""
+        golden = self.metadata["golden"]
+        try:
+            x = np.array(golden["inputs"], dtype=np.float32)
+            expected = np.array(golden["outputs"], dtype=np.float64)
+            tolerance = float(golden["tolerance"])
+            if x.ndim != 2 or x.shape[1] != len(self.features) or expected.shape != (len(x),) or not len(x):
+                raise ValueError(f"{len(x)} input rows and {expected.size} outputs")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{self.path}: metadata 'golden' needs inputs [k, {len(self.features)}], "
+                                 f"k outputs and a tolerance ({exc})") from exc
+        difference = np.abs(self.predict(x).astype(np.float64) - expected)
+        if not difference.max() <= tolerance:  # also catches NaN
+            row = int(np.nanargmax(difference)) if np.isfinite(difference).any() else 0
+            raise ModelLoadError(
+                f"{self.path}: does not reproduce its golden predictions: row {row} gives "
+                f"{self.predict(x[row:row + 1])[0]:.6g}, expected {expected[row]:.6g} (tolerance {tolerance:g})")
 
     def _check_signature(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()

@@ -76,6 +76,10 @@ def _common_schemas() -> dict[str, Any]:
                        "message": {"type": "string"}},
         "required": ["feature", "value", "min", "max", "used_by_model", "message"],
     }
+    # Every version of a model in the store, with its state (as the repository index has them).
+    versions = {"type": "array", "items": {"type": "object", "required": ["version", "state", "reason"],
+                                           "properties": {key: {"type": "string"}
+                                                          for key in ("version", "state", "reason")}}}
     head = {"model": {"type": "string"}, "version": {"type": "string"},
             "warnings": {"type": "array", "items": {"$ref": "#/components/schemas/Warning"}}}
     return {
@@ -88,17 +92,26 @@ def _common_schemas() -> dict[str, Any]:
                         "required": ["model", "version", "predictions", "warnings"], "additionalProperties": False},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]},
         "Models": {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
-            "type": "object", "required": ["name", "version", "description", "predict"],
-            "properties": {key: {"type": "string"} for key in ("name", "version", "description", "predict")}}}}},
+            "type": "object", "required": ["name", "version", "description", "predict", "versions"],
+            "properties": {**{key: {"type": "string"} for key in ("name", "version", "description", "predict")},
+                           "versions": versions}}}}},
         "ModelMetadata": {"type": "object", "required": ["name", "version", "description", "input", "output",
                                                          "features", "metrics"],
                           "properties": {"name": {"type": "string"}, "version": {"type": "string"},
-                                         "features": {"type": "array", "items": {"type": "object"}}}},
+                                         "features": {"type": "array", "items": {"type": "object"}},
+                                         "versions": versions}},
     }
 
 
-def document(models: dict[str, Model], max_batch: int, auth: bool) -> dict[str, Any]:
+def document(versions: dict[str, dict[str, Model]], max_batch: int, auth: bool) -> dict[str, Any]:
+    """The document for the ready versions (name -> version -> model); each model's schemas are its
+    newest version's."""
+    models = {name: by_version[max(by_version, key=int)] for name, by_version in versions.items()}
     schemas = _common_schemas()
+    model_parameter = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+                       "description": f"one of {', '.join(models)}"}
+    version_parameter = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"},
+                         "description": "a ready version of the model (GET /models lists them)"}
     paths: dict[str, Any] = {
         "/": {"get": {"summary": "Landing page", "responses": {"200": {"description": "HTML page",
                                                                         "content": {"text/html": {}}}, **_errors()}}},
@@ -113,17 +126,22 @@ def document(models: dict[str, Model], max_batch: int, auth: bool) -> dict[str, 
         "/models": {"get": {"summary": "Models and versions", "responses": {
             "200": _json({"$ref": "#/components/schemas/Models"}, "Models"), **_errors()}}},
         "/models/{model}": {"get": {
-            "summary": "A model's metadata: features with descriptions and ranges, metrics, version, input, output",
-            "parameters": [{"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
-                            "description": f"one of {', '.join(models)}"}],
+            "summary": "A model's metadata (its newest version's): features with descriptions and ranges, metrics, "
+                       "version, input, output, and every version's state",
+            "parameters": [model_parameter],
             "responses": {"200": _json({"$ref": "#/components/schemas/ModelMetadata"}, "Model metadata"),
                           **_errors(404)}}},
+        "/models/{model}/versions/{version}": {"get": {
+            "summary": "One version's metadata", "parameters": [model_parameter, version_parameter],
+            "responses": {"200": _json({"$ref": "#/components/schemas/ModelMetadata"}, "Model metadata"),
+                          **_errors(404)}}},
+        **_repository_paths(auth),
     }
     for name, model in models.items():
         schemas.update(_model_schemas(model, max_batch))
         request = {"oneOf": [{"$ref": f"#/components/schemas/{name}_{kind}"} for kind in ("record", "values", "batch")]}
-        paths[f"/models/{name}/predict"] = {"post": {
-            "summary": f"Predict with {name} v{model.version}: {model.description}",
+        predict: dict[str, Any] = {
+            "summary": f"Predict with {name} (newest version {model.version}): {model.description}",
             "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
             "responses": {
                 "200": _json({"oneOf": [{"$ref": "#/components/schemas/Prediction"},
@@ -132,8 +150,13 @@ def document(models: dict[str, Model], max_batch: int, auth: bool) -> dict[str, 
                 **_errors(400, *((401,) if auth else ()), 408, 413, 415, 422),
             },
             **({"security": [{"bearer": []}]} if auth else {}),
-        }}
-    paths.update(_v2_paths(models, auth))
+        }
+        paths[f"/models/{name}/predict"] = {"post": predict}
+        ready = {**version_parameter, "schema": {"type": "string", "enum": sorted(versions[name], key=int)}}
+        paths[f"/models/{name}/versions/{{version}}/predict"] = {"post": {
+            **predict, "summary": f"Predict with one version of {name}", "parameters": [ready],
+            "responses": {**predict["responses"], **_errors(404)}}}
+    paths.update(_v2_paths(models, versions, auth))
     schemas.update(_v2_schemas())
     components: dict[str, Any] = {"schemas": schemas}
     if auth:
@@ -187,27 +210,60 @@ def _v2_schemas() -> dict[str, Any]:
     }
 
 
-def _v2_paths(models: dict[str, Model], auth: bool) -> dict[str, Any]:
+def _repository_paths(auth: bool) -> dict[str, Any]:
+    """Triton's model repository extension: the index, and load and unload of a model."""
+    security: dict[str, Any] = {"security": [{"bearer": []}]} if auth else {}
+    statuses = (400, *((401,) if auth else ()), 404, 408)
+    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"},
+             "description": "a model folder in the model store"}
+    entry = {"type": "object", "required": ["name", "version", "state", "reason"], "properties": {
+        "name": {"type": "string"}, "version": {"type": "string"}, "reason": {"type": "string"},
+        "state": {"type": "string", "enum": ["READY", "UNAVAILABLE", "LOADING", "UNLOADING"]}}}
+    def body(parameters: dict[str, Any]) -> dict[str, Any]:
+        return {"required": False, "content": {"application/json": {"schema": {
+            "type": "object", "additionalProperties": False, "properties": {"parameters": {
+                "type": "object", "additionalProperties": False, "properties": parameters}}}}}}
+
+    done = _json({"type": "object", "additionalProperties": False}, "Done: the index shows the new states")
+    return {
+        "/v2/repository/index": {"post": {
+            "summary": "Every version in the model store, with its state and the reason it is not ready",
+            "requestBody": {"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "additionalProperties": False, "properties": {"ready": {"type": "boolean"}}}}}},
+            "responses": {"200": _json({"type": "array", "items": entry}, "The index"), **_errors(*statuses)},
+            **security}},
+        "/v2/repository/models/{model}/load": {"post": {
+            "summary": "Serve the model (again), loading what changed in its folder; 400 if no version can serve",
+            "parameters": [model], "requestBody": body({}), "responses": {"200": done, **_errors(*statuses)},
+            **security}},
+        "/v2/repository/models/{model}/unload": {"post": {
+            "summary": "Stop serving every version of the model, once their requests have finished",
+            "parameters": [model], "requestBody": body({"unload_dependents": {"type": "boolean"}}),
+            "responses": {"200": done, **_errors(*statuses)},
+            **security}},
+    }
+
+
+def _v2_paths(models: dict[str, Model], versions: dict[str, dict[str, Model]], auth: bool) -> dict[str, Any]:
     """The Open Inference Protocol (KServe V2) routes, each also under /versions/{version}."""
     def ref(name: str) -> dict[str, Any]:
         return {"$ref": f"#/components/schemas/{name}"}
 
     def path_parameters(versioned: bool) -> list[dict[str, Any]]:
-        names = [("model", sorted(models))] + ([("version", sorted({m.version for m in models.values()}))]
-                                               if versioned else [])
+        ready = sorted({v for by_version in versions.values() for v in by_version}, key=int)
+        names = [("model", sorted(models))] + ([("version", ready)] if versioned else [])
         return [{"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": values}}
                 for name, values in names]
 
-    model = next(iter(models.values()))
-    example = {"inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [1, len(model.features)],
-                           "data": [f.mean for f in model.features]}]}
+    examples = [{"inputs": [{"name": m.input_name, "datatype": "FP32", "shape": [1, len(m.features)],
+                             "data": [f.mean for f in m.features]}]} for m in models.values()]
     infer: dict[str, Any] = {
         "summary": "Infer (Open Inference Protocol): JSON tensors, or binary tensor data after a JSON header",
         "parameters": [{"name": "Inference-Header-Content-Length", "in": "header", "required": False,
                         "schema": {"type": "integer", "minimum": 0},
                         "description": "Length of the JSON header when binary tensor data follows it"}],
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": ref("InferenceRequest"), "example": example},
+            "application/json": {"schema": ref("InferenceRequest"), **({"example": examples[0]} if examples else {})},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
         "responses": {
             "200": {"description": "Outputs as JSON, or a JSON header followed by binary tensor data",

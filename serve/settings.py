@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from serve.policy import VersionPolicy
+
 ENV_PREFIX = "SERVE_"
 ACCESS_LOG_FORMATS = ("off", "text", "json")
 
@@ -30,8 +32,12 @@ class Settings:
     # Requests of at most this many rows that arrive together share one onnxruntime call (0: off).
     coalesce_rows: int = 16
     graceful_timeout: float = 30.0
-    # Where workers share metrics; set by the launcher when several workers run.
-    metrics_dir: str = ""
+    # Seconds between looks at the model store for new, replaced and removed versions (0: off).
+    watch: float = 0.0
+    # Which versions of each model serve: all, latest:N, or named versions such as 1,3.
+    version_policy: str = "all"
+    # Where workers share metrics and the repository API's load/unload state; set by the launcher.
+    shared_dir: str = ""
 
     def __post_init__(self) -> None:
         if self.access_log not in ACCESS_LOG_FORMATS:
@@ -39,6 +45,9 @@ class Settings:
                 f"SERVE_ACCESS_LOG must be one of {', '.join(ACCESS_LOG_FORMATS)}, got {self.access_log!r}")
         if not self.body_timeout > 0:
             raise ValueError(f"SERVE_BODY_TIMEOUT must be a positive number of seconds, got {self.body_timeout}")
+        if not self.watch >= 0:
+            raise ValueError(f"SERVE_WATCH must be 0 (off) or a positive number of seconds, got {self.watch}")
+        VersionPolicy.parse(self.version_policy)
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
         for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):

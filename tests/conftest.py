@@ -23,6 +23,11 @@ from serve.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "onnx_models"
+
+
+def model_file(name: str, version: int = 1) -> Path:
+    """A committed model version's ONNX file in the store."""
+    return MODEL_DIR / name / str(version) / "model.onnx"
 DATA = ROOT / "data" / "housing.csv"
 
 

@@ -9,14 +9,14 @@ import pytest
 
 from serve.batching import Coalescer
 from serve.model import Model
-from tests.conftest import FEATURES, MODEL_DIR, ROWS
+from tests.conftest import FEATURES, ROWS, model_file
 
 X = np.array([[row[k] for k in FEATURES] for row in ROWS], dtype=np.float32)
 
 
 @pytest.fixture
 def counted() -> tuple[Model, list[int]]:
-    model = Model.load(MODEL_DIR / "mlp.onnx")
+    model = Model.load(model_file("mlp"))
     calls: list[int] = []
     predict = model.predict
 
@@ -39,7 +39,7 @@ def test_requests_arriving_together_share_one_call_and_get_their_own_rows(counte
 
     answers = asyncio.run(run())
     assert calls == [sum(sizes)]
-    expected = Model.load(MODEL_DIR / "mlp.onnx").predict(X[:sum(sizes)])
+    expected = Model.load(model_file("mlp")).predict(X[:sum(sizes)])
     np.testing.assert_array_equal(np.concatenate(answers), expected)
     assert [len(a) for a in answers] == sizes
 

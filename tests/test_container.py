@@ -281,6 +281,14 @@ def test_training_libraries_are_absent(podman: Podman, container: Container) -> 
     assert found == "[]"
 
 
+def test_the_image_holds_the_model_store_without_cards_and_plots(podman: Podman, container: Container) -> None:
+    listed = exec_python(podman, container, "import pathlib; print(sorted(str(p.relative_to('/app/onnx_models')) "
+                         "for p in pathlib.Path('/app/onnx_models').rglob('*') if p.is_file()))")
+    store = REPO / "onnx_models"
+    expected = sorted(str(p.relative_to(store)) for p in store.rglob("model.onnx"))
+    assert listed == str(expected) and expected
+
+
 def test_image_adds_at_most_170_mb_to_python_slim(podman: Podman, image: str) -> None:
     sizes = [int(podman("image", "inspect", "--format", "{{.Size}}", ref)) for ref in (image, STANDIN_IMAGE)]
     added_mb = (sizes[0] - sizes[1]) / 1e6

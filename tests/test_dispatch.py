@@ -55,7 +55,8 @@ def recording_router(seen: list[Any]) -> Router:
 REQUESTS = [(method, path.replace("{model}", model)) for model in [*MODELS, "unknown"]
             for method in ("POST", "GET") for path in [
                 "/v2/models/{model}/infer", "/models/{model}/predict", "/v2/models/{model}/versions/1/infer",
-                "/v2/models/{model}", "/models/{model}", "/models/{model}/predict/", "/nowhere/{model}"]]
+                "/v2/models/{model}", "/models/{model}", "/models/{model}/predict/", "/nowhere/{model}",
+                "/models/{model}/versions/1/predict", "/v2/repository/models/{model}/load"]]
 
 
 @pytest.mark.parametrize("method, path", REQUESTS)
@@ -67,8 +68,9 @@ def test_every_request_reaches_the_route_and_parameters_the_router_gives(method:
     assert resolve(dispatch, seen, method, path) == resolve(router, seen, method, path)
 
 
-def test_the_lookup_holds_the_post_prediction_routes_of_each_loaded_model() -> None:
+def test_the_lookup_holds_the_post_routes_of_each_loaded_model_that_take_only_the_model() -> None:
     dispatch = Dispatch(recording_router([]))
     dispatch.index(MODELS)
     assert sorted(dispatch._exact) == sorted(f"{prefix}{model}{suffix}" for model in MODELS for prefix, suffix in [
-        ("/v2/models/", "/infer"), ("/models/", "/predict")])
+        ("/v2/models/", "/infer"), ("/models/", "/predict"), ("/v2/repository/models/", "/load"),
+        ("/v2/repository/models/", "/unload")])

@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from export import data, linear, parity, reproducible, run, runtime, schema
+from export import build, data, linear, parity, reproducible, run, runtime, schema
 from export.build import Exported
 from export.errors import ExportError
 from export.metrics import score
@@ -33,14 +33,22 @@ NOTEBOOK_RAW_ROW = {"CRIM": 0.00532, "ZN": 6, "INDUS": 1.51, "CHAS": 0.0, "NOX":
                     "DIS": 3.02, "RAD": 2, "TAX": 296.0, "PTRATIO": 0.11292, "B": 397, "LSTAT": 4.98}
 
 
+def committed_file(name: str) -> Path:
+    """The current (newest) committed version of a model."""
+    newest = max(int(p.name) for p in (COMMITTED / name).iterdir())
+    return COMMITTED / name / str(newest) / run.MODEL_FILE
+
+
 @pytest.fixture(scope="session")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Exported]:
+    """A fresh export as the version number the committed files have."""
     out = tmp_path_factory.mktemp("onnx_models")
-    return {model.name: model for model in run.export(DATASET, out)}
+    (version,) = {int(committed_file(name).parent.name) for name in NAMES}
+    return {model.name: model for model in run.export(DATASET, out, version)}
 
 
 def committed(name: str) -> ort.InferenceSession:
-    return runtime.session(onnx.load(COMMITTED / f"{name}.onnx"))
+    return runtime.session(onnx.load(committed_file(name)))
 
 
 def metadata(name: str) -> dict[str, str]:
@@ -84,16 +92,21 @@ def test_any_batch_size_gives_the_same_rows_as_the_full_batch(name: str, batch: 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_files_are_single_small_self_contained_checked_onnx_graphs(name: str) -> None:
-    onnx.checker.check_model(str(COMMITTED / f"{name}.onnx"), full_check=True)
-    model = onnx.load(COMMITTED / f"{name}.onnx", load_external_data=False)
+    onnx.checker.check_model(str(committed_file(name)), full_check=True)
+    model = onnx.load(committed_file(name), load_external_data=False)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
-    assert (COMMITTED / f"{name}.onnx").stat().st_size < 100_000
-    expected = sorted(f"{n}.{e}" for n in NAMES for e in ("md", "onnx", "png"))
-    assert sorted(p.name for p in COMMITTED.iterdir()) == expected
+    assert committed_file(name).stat().st_size < 100_000
+
+
+def test_the_committed_store_holds_one_version_of_each_model_with_its_card_and_plot() -> None:
+    assert sorted(p.name for p in COMMITTED.iterdir()) == list(NAMES)
+    for name in NAMES:
+        (version,) = (COMMITTED / name).iterdir()
+        assert sorted(p.name for p in version.iterdir()) == ["model.md", "model.onnx", "model.png"]
 
 
 def test_linear_graph_is_one_gemm_on_the_raw_features() -> None:
-    model = onnx.load(COMMITTED / "linear.onnx")
+    model = onnx.load(committed_file("linear"))
     assert [node.op_type for node in model.graph.node] == ["Gemm"]
     weights = onnx.numpy_helper.to_array(model.graph.initializer[0]).ravel()
     unused = [i for i, name in enumerate(schema.FEATURE_NAMES) if name not in schema.LINEAR_FEATURES]
@@ -158,7 +171,7 @@ def emulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("cpu", EMULATED_CPUS)
 def test_an_export_emulating_another_cpu_predicts_what_the_committed_model_predicts(
         emulated: dict[str, Path], cpu: str, name: str) -> None:
-    model = onnx.load(emulated[cpu] / f"{name}.onnx")
+    model = onnx.load(emulated[cpu] / name / "1" / run.MODEL_FILE)
     assert_predicts_like_the_committed_model(name, model)
     environment = json.loads({p.key: p.value for p in model.metadata_props}["training_environment"])
     assert environment["pinned"] == reproducible.PINNED
@@ -193,6 +206,27 @@ def test_export_refuses_to_write_anything_when_parity_fails(monkeypatch: pytest.
     assert not (tmp_path / "out").exists()
 
 
+def test_export_writes_the_next_version_of_each_model_and_never_overwrites_one(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    asked: list[dict[str, int]] = []
+    monkeypatch.setattr(build, "both", lambda dataset, versions: asked.append(versions) or [])
+    (tmp_path / "linear" / "3").mkdir(parents=True)
+    (tmp_path / "mlp" / "1").mkdir(parents=True)
+    run.export(DATASET, tmp_path)
+    run.export(DATASET, tmp_path, version=7)
+    assert asked == [{"linear": 4, "mlp": 2}, {"linear": 7, "mlp": 7}]
+    with pytest.raises(ExportError, match="linear/3 exists: a version is never overwritten"):
+        run.export(DATASET, tmp_path, version=3)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_golden_predictions_in_the_metadata_are_what_the_graph_predicts(name: str) -> None:
+    golden = json.loads(metadata(name)["golden"])
+    inputs = np.array(golden["inputs"])
+    assert inputs.shape == (parity.GOLDEN_ROWS, 13) and golden["tolerance"] == parity.GOLDEN_TOLERANCE
+    np.testing.assert_allclose(runtime.predict(committed(name), inputs), golden["outputs"], rtol=0, atol=1e-5)
+
+
 def test_folded_linear_graph_matches_skl2onnx_graph() -> None:
     converted = linear.convert(linear.fit(DATASET.features, DATASET.target))
     rows = parity.random_rows(DATASET.features)
@@ -206,8 +240,9 @@ def test_metadata_carries_every_contract_key_readable_by_onnxruntime_and_onnx(na
     assert set(meta) == {
         "model_name", "model_version", "description", "input_name", "output_name", "feature_names",
         "features_used", "features", "target", "metrics", "data_sha256", "training_environment", "hyperparameters",
+        "golden",
     }
-    proto = onnx.load(COMMITTED / f"{name}.onnx")
+    proto = onnx.load(committed_file(name))
     assert {p.key: p.value for p in proto.metadata_props} == meta
     assert (proto.model_version, proto.doc_string, proto.producer_name) == (
         1, meta["description"], "housing-serving export")
@@ -263,8 +298,8 @@ def test_hyperparameter_metadata_describes_each_training() -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_model_card_and_plot_are_written_next_to_the_model(name: str) -> None:
-    card = (COMMITTED / f"{name}.md").read_text()
+    card = (committed_file(name).parent / "model.md").read_text()
     for section in ("## Metrics", "## Intended use", "## Caveats", "Feature `B`", "B (also `black`)", "training ranges",
-                    f"{name}.png"):
+                    "(model.png)", f"`{name}/1/model.onnx`"):
         assert section in card
-    assert (COMMITTED / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    assert (committed_file(name).parent / "model.png").read_bytes().startswith(b"\x89PNG")

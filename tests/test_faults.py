@@ -16,7 +16,7 @@ import pytest
 import uvloop
 
 from tests import load
-from tests.conftest import FIRST, MODEL_DIR, Server, running_server
+from tests.conftest import FIRST, MODEL_DIR, Server, model_file, running_server
 from tests.traffic import EXPECTED, RECORDS, Mix
 
 BODY = json.dumps(FIRST).encode()
@@ -122,7 +122,7 @@ def test_clients_that_vanish_mid_request_do_not_disturb_the_others(server: Serve
     assert "Traceback" not in server.log()
 
 
-def test_a_model_file_deleted_or_overwritten_on_disk_changes_nothing_served(tmp_path: Path) -> None:
+def test_without_watch_a_model_file_deleted_or_overwritten_on_disk_changes_nothing_served(tmp_path: Path) -> None:
     models = tmp_path / "models"
     shutil.copytree(MODEL_DIR, models, ignore=shutil.ignore_patterns("*.md", "*.png"))
     batch = {"instances": RECORDS[:50]}
@@ -132,9 +132,10 @@ def test_a_model_file_deleted_or_overwritten_on_disk_changes_nothing_served(tmp_
                     *(httpx.post(f"{server.url}/models/{m}/predict", json=batch).json() for m in ("linear", "mlp"))]
 
         before = snapshot()
-        (models / "linear.onnx").unlink()
-        (models / "mlp.onnx").write_bytes(b"not a model any more")
-        (models / "extra.onnx").write_bytes((MODEL_DIR / "linear.onnx").read_bytes())
+        (models / "linear" / "1" / "model.onnx").unlink()
+        (models / "mlp" / "1" / "model.onnx").write_bytes(b"not a model any more")
+        (models / "extra" / "1").mkdir(parents=True)
+        (models / "extra" / "1" / "model.onnx").write_bytes(model_file("linear").read_bytes())
         assert snapshot() == before
         assert httpx.get(server.url + "/health/ready").status_code == 200
     np.testing.assert_allclose(before[3]["predictions"], EXPECTED["mlp"][:50], atol=1e-5)  # type: ignore[index]

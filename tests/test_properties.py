@@ -18,10 +18,10 @@ from serve.codec import FLOAT32_LIMIT, RecordCodec
 from serve.errors import ServeError
 from serve.model import Model
 from serve.v2 import V2Codec
-from tests.conftest import FEATURES, MODEL_DIR, ROWS
+from tests.conftest import FEATURES, ROWS, model_file
 
 MAX_BATCH = 50
-MODEL = Model.load(MODEL_DIR / "linear.onnx")
+MODEL = Model.load(model_file("linear"))
 CODEC = RecordCodec(MODEL, MAX_BATCH)
 V2 = V2Codec(MODEL, MAX_BATCH)
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True,

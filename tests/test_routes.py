@@ -73,9 +73,9 @@ def test_metrics_count_requests_by_route_model_and_status_and_rows(client: TestC
         match = re.search(re.escape(series) + r" (\S+)", text)
         return float(match.group(1)) if match else 0.0
 
-    ok = 'serve_requests_total{route="/models/{model}/predict",model="mlp",status="200"}'
-    bad = 'serve_requests_total{route="/models/{model}/predict",model="mlp",status="422"}'
-    rows = 'serve_rows_predicted_total{model="mlp"}'
+    ok = 'serve_requests_total{route="/models/{model}/predict",model="mlp",version="1",status="200"}'
+    bad = 'serve_requests_total{route="/models/{model}/predict",model="mlp",version="1",status="422"}'
+    rows = 'serve_rows_predicted_total{model="mlp",version="1"}'
     before = scrape()
     client.post("/models/mlp/predict", json={"instances": [FIRST] * 3})
     client.post("/models/mlp/predict", json={"CRIM": 1})
@@ -83,7 +83,8 @@ def test_metrics_count_requests_by_route_model_and_status_and_rows(client: TestC
     assert value(after, ok) - value(before, ok) == 1
     assert value(after, bad) - value(before, bad) == 1
     assert value(after, rows) - value(before, rows) == 3
-    assert 'serve_request_duration_seconds_bucket{route="/models/{model}/predict",model="mlp",le="+Inf"}' in after
+    labels = 'route="/models/{model}/predict",model="mlp",version="1"'
+    assert f'serve_request_duration_seconds_bucket{{{labels},le="+Inf"}}' in after
 
 
 def test_unknown_model_names_do_not_become_metric_labels(client: TestClient) -> None:

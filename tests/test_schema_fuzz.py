@@ -4,6 +4,7 @@ headers, body schema)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -44,16 +45,17 @@ def served_document() -> dict[str, Any]:
     """The OpenAPI document exactly as the service builds it at start-up (the server's own is checked
     to be the same below). Parametrizing needs it at collection time: schemathesis' lazy fixture-based
     loader uses a pytest internal that pytest 9 no longer has."""
-    service = Service(Settings(model_dir=MODEL_DIR, access_log="off"), [route.path for route in routes])
-    service.start()
+    service = Service(Settings(model_dir=MODEL_DIR, access_log="off"))
+    asyncio.run(service.start())
     return orjson.loads(service.openapi)  # type: ignore[no-any-return]
 
 
 DOCUMENT = served_document()
+# Unload would take models away from the other operations' cases; its inputs are the load's, which is fuzzed.
 schema = schemathesis.openapi.from_dict(DOCUMENT, config=schemathesis.Config.from_dict({
     "generation": {"mode": "all"},
     "checks": {"negative_data_rejection": {"expected-statuses": REFUSALS}},
-}))
+})).exclude(path_regex="/unload$")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,8 @@ def test_every_documented_route_answers_as_documented_and_never_5xx(case: Case[A
 def test_the_document_lists_every_route_the_server_has(server: Server) -> None:
     documented = set(httpx.get(server.url + "/openapi.json").json()["paths"])
     for route in routes:
-        if route.path == "/models/{model}/predict":  # documented per model, with each model's schema
-            assert {"/models/linear/predict", "/models/mlp/predict"} <= documented
+        if route.path.startswith("/models/{model}/") and route.path.endswith("/predict"):  # one per model
+            for name in ("linear", "mlp"):
+                assert route.path.replace("{model}", name) in documented
         else:
             assert route.path in documented, f"{route.path} is served but not documented"

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 import pytest
 
-from tests.conftest import FEATURES, FIRST, MODEL_DIR, ROOT, ROWS, Server, free_port, running_server
+from tests.conftest import FEATURES, FIRST, ROOT, ROWS, Server, free_port, model_file, running_server
 from tests.test_predict import reference
 
 
@@ -123,28 +123,35 @@ def with_features(source: Path, target: Path, edit: Callable[[list[dict[str, Any
 
 @pytest.mark.parametrize("case, expected", [
     ("missing folder", "does not exist"),
-    ("empty folder", "no .onnx file"),
+    ("empty folder", "holds no <name>/<version>/model.onnx"),
     ("corrupt file", "not a loadable ONNX model"),
     ("no metadata", "metadata lacks"),
     ("features without aliases", "entries need name, description, unit, aliases"),
     ("an alias that is another feature's name", "rm would name more than one feature"),
-    ("duplicate name", "also used by"),
+    ("folder not named as the model", "its metadata says model 'linear' version '1', its folder price/1"),
+    ("version folder not a number", "version folder 'v1' is not a positive integer"),
 ])
-def test_a_bad_model_folder_fails_startup_with_a_clear_message(tmp_path: Path, case: str, expected: str) -> None:
+def test_a_bad_model_store_fails_startup_with_a_clear_message(tmp_path: Path, case: str, expected: str) -> None:
     folder = tmp_path / "models"
     if case != "missing folder":
         folder.mkdir()
+    target = folder / "linear" / "1" / "model.onnx"
+    if case not in ("missing folder", "empty folder"):
+        target.parent.mkdir(parents=True)
     if case == "corrupt file":
-        (folder / "linear.onnx").write_bytes((MODEL_DIR / "linear.onnx").read_bytes()[:200])
+        target.write_bytes(model_file("linear").read_bytes()[:200])
     elif case == "no metadata":
-        without_metadata(MODEL_DIR / "linear.onnx", folder / "linear.onnx")
+        without_metadata(model_file("linear"), target)
     elif case == "features without aliases":
-        with_features(MODEL_DIR / "linear.onnx", folder / "linear.onnx", lambda fs: [f.pop("aliases") for f in fs])
+        with_features(model_file("linear"), target, lambda fs: [f.pop("aliases") for f in fs])
     elif case == "an alias that is another feature's name":
-        with_features(MODEL_DIR / "linear.onnx", folder / "linear.onnx", lambda fs: fs[0].update(aliases=["Rm"]))
-    elif case == "duplicate name":
-        for name in ("a", "b"):
-            (folder / f"{name}.onnx").write_bytes((MODEL_DIR / "linear.onnx").read_bytes())
+        with_features(model_file("linear"), target, lambda fs: fs[0].update(aliases=["Rm"]))
+    elif case == "folder not named as the model":
+        target.parent.parent.rename(folder / "price")
+        (folder / "price" / "1" / "model.onnx").write_bytes(model_file("linear").read_bytes())
+    elif case == "version folder not a number":
+        target.parent.rename(folder / "linear" / "v1")
+        (folder / "linear" / "v1" / "model.onnx").write_bytes(model_file("linear").read_bytes())
     result = start_and_fail("--model-dir", str(folder))
     assert result.returncode != 0
     assert expected in result.stderr and "Traceback" not in result.stderr
@@ -162,7 +169,7 @@ def test_metrics_are_exact_across_two_workers(tmp_path: Path) -> None:
     with running_server(tmp_path, "--workers", "2") as server:
         for _ in range(100):  # a new connection each time, so both workers take a share
             assert httpx.post(server.url + "/models/linear/predict", json=FIRST).status_code == 200
-        series = 'serve_requests_total{route="/models/{model}/predict",model="linear",status="200"} '
+        series = 'serve_requests_total{route="/models/{model}/predict",model="linear",version="1",status="200"} '
         scrapes = {httpx.get(server.url + "/metrics").text.split(series)[1].split()[0] for _ in range(10)}
         assert scrapes == {"100"}
         pids = set(re.findall(r"Started server process \[(\d+)\]", server.log()))
