@@ -162,6 +162,24 @@ def test_with_watch_1_a_new_version_serves_within_2_s_of_its_file_appearing(tmp_
 
 
 @pytest.mark.slow
+def test_unloaded_versions_give_their_memory_back(tmp_path: Path) -> None:
+    store = store_copy(tmp_path)
+    with running_server(tmp_path, "--model-dir", str(store), "--access-log", "off") as server:
+        alone = load.resident_bytes(server.process.pid)
+        for version in range(2, 32):
+            put(store, "mlp", version, variant("mlp", version, shift=float(version)))
+        assert repository(server, "load", "mlp").status_code == 200
+        loaded = load.resident_bytes(server.process.pid)
+        for version in range(2, 32):
+            remove(store, "mlp", version)
+        assert repository(server, "load", "mlp").status_code == 200
+        unloaded = load.resident_bytes(server.process.pid)
+    print(f"\nRSS: {alone / 2**20:.1f} MB, {loaded / 2**20:.1f} MB with 30 more versions, "
+          f"{unloaded / 2**20:.1f} MB once they are unloaded")
+    assert unloaded - alone <= (loaded - alone) / 2
+
+
+@pytest.mark.slow
 def test_sighup_reconciles_the_store(tmp_path: Path) -> None:
     store = store_copy(tmp_path)
     with running_server(tmp_path, "--model-dir", str(store)) as server:
