@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 # Debian packages the test suite drives for real (browser test, container test, benchmark smoke test).
 APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk
 
-.PHONY: run test soak export bench system-deps bench-deps clean
+.PHONY: run test soak export bench protos system-deps bench-deps clean
 
 run: $(VENV)/.runtime
 	$(PY) -m serve
@@ -31,6 +31,11 @@ export: $(VENV)/.export
 
 bench: $(VENV)/.export $(BENCH_VENV)/.installed bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# The gRPC modules are generated from the committed .proto and committed too (the runtime needs no
+# grpcio-tools); tests/test_rpc_protocol.py checks that regenerating them changes nothing.
+protos: $(VENV)/.dev
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. serve/protocol/open_inference_grpc.proto
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
