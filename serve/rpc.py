@@ -34,7 +34,6 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
-    408: grpc.StatusCode.DEADLINE_EXCEEDED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
@@ -185,7 +184,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             raise ServeError(404, f"unknown repository {name!r}: this server has one, named by leaving it empty")
 
     async def _answer(self, method: str, context: aio.ServicerContext[Any, Any], guarded: bool,
-                         handler: Callable[[Call], Awaitable[T]]) -> T:
+                      handler: Callable[[Call], Awaitable[T]]) -> T:
         """Auth (if `guarded`), the overload guard, the handler; errors as status codes; metrics and the log."""
         start = time.perf_counter()
         call = Call()
