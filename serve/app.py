@@ -206,12 +206,6 @@ routes = [
 ]
 
 
-async def rpc_start(service: Service, frontdoor: Frontdoor) -> Any:
-    from serve import rpc
-
-    return await rpc.start(service, frontdoor)
-
-
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The ASGI application; models load in its lifespan, so readiness means loaded and warmed."""
     settings = settings or Settings.from_env()
@@ -220,8 +214,13 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await service.start()
-        # Imported here: an app without gRPC (tests in process, --grpc-port 0) never loads grpc or the stubs.
-        grpc_server = await rpc_start(service, frontdoor) if settings.grpc_port else None
+        grpc_server = None
+        if settings.grpc_port:
+            # Imported here: an app without gRPC (--grpc-port 0, the tests' in-process app) never registers the
+            # stubs' protobuf messages, which would clash with a client's in the same process (kserve/kserve#3099).
+            from serve import rpc
+
+            grpc_server = await rpc.start(service, frontdoor)
         tasks = [asyncio.create_task(frontdoor.bodies.watch())]
         # With several workers each one looks at the shared load/unload intent, even without --watch.
         interval = settings.watch or (SHARED_INTENT_INTERVAL if settings.shared_dir else 0)
