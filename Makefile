@@ -5,18 +5,20 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 # The baselines (MLServer, FastAPI + pandas) need their own venv: never in the runtime requirements.
 BENCH_VENV := .venv-bench
+# KServe's client, which the gRPC tests drive, cannot share a process or a venv with tritonclient.grpc.
+KSERVE_VENV := .venv-kserve
 # e.g. `make bench BENCH_ARGS=--quick`
 BENCH_ARGS ?=
 # Debian packages the test suite drives for real (browser test, container test, benchmark smoke test).
 APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk
 
-.PHONY: run test soak export bench system-deps bench-deps clean
+.PHONY: run test soak export bench protos system-deps bench-deps clean
 
 run: $(VENV)/.runtime
 	$(PY) -m serve
 
 # Lint and type-check first: they take seconds, the suite minutes.
-test: $(VENV)/.dev system-deps
+test: $(VENV)/.dev $(KSERVE_VENV)/.installed system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy serve
 	$(PY) -m pytest
@@ -31,6 +33,11 @@ export: $(VENV)/.export
 
 bench: $(VENV)/.export $(BENCH_VENV)/.installed bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# The gRPC modules are generated from the committed .proto and committed too (the runtime needs no
+# grpcio-tools); tests/test_rpc_protocol.py checks that regenerating them changes nothing.
+protos: $(VENV)/.dev
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. serve/protocol/open_inference_grpc.proto
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +59,11 @@ $(BENCH_VENV)/.installed: requirements-bench.txt
 	$(BENCH_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-bench.txt
 	touch $@
 
+$(KSERVE_VENV)/.installed: requirements-kserve.txt
+	$(PYTHON) -m venv $(KSERVE_VENV)
+	$(KSERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-kserve.txt
+	touch $@
+
 bench-deps:
 	@command -v wrk >/dev/null || { echo "installing Debian package: wrk"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
@@ -64,4 +76,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(KSERVE_VENV) .pytest_cache

@@ -21,7 +21,7 @@ UVICORN_FLAGS = ["--host", HOST, "--loop", "uvloop", "--http", "httptools", "--n
 
 def _ours(access_log: str, workers: int, port: int, work: Path) -> list[str]:
     return [sys.executable, "-m", "serve", "--port", str(port), "--model-dir", str(MODEL_DIR),
-            "--access-log", access_log, "--workers", str(workers)]
+            "--access-log", access_log, "--workers", str(workers), "--grpc-port", "0"]
 
 
 def _ceiling(port: int, work: Path) -> list[str]:

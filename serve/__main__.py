@@ -28,6 +28,8 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
                                      epilog="Every option can also be set as SERVE_<OPTION> in the environment.")
     parser.add_argument("--host", default=defaults.host)
     parser.add_argument("--port", type=int, default=defaults.port)
+    parser.add_argument("--grpc-port", type=int, default=defaults.grpc_port,
+                        help="port of the Open Inference Protocol over gRPC (0: off)")
     parser.add_argument("--workers", type=int, default=defaults.workers)
     parser.add_argument("--model-dir", type=Path, default=defaults.model_dir)
     parser.add_argument("--ort-threads", type=int, default=defaults.ort_threads,
@@ -95,8 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, shared_dir=shared_dir)
     os.environ.update(settings.to_env())
     logger = logging.getLogger("serve")
-    logger.info("serving %d model version(s) on http://%s:%d with %d worker(s)",
-                sum(entry.state == State.READY for entry in index), settings.host, settings.port, settings.workers)
+    logger.info("serving %d model version(s) on http://%s:%d%s with %d worker(s)",
+                sum(entry.state == State.READY for entry in index), settings.host, settings.port,
+                f" and gRPC {settings.host}:{settings.grpc_port}" if settings.grpc_port else "", settings.workers)
     # uvicorn drains on SIGTERM, then re-raises it to the handler it found: make that a no-op, so that
     # a drained stop exits 0 (what orchestrators count as a clean stop) rather than "killed by signal".
     signal.signal(signal.SIGTERM, lambda signum, frame: None)

@@ -7,7 +7,6 @@ Response objects would cost more than the model.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import signal
 import threading
 from collections.abc import AsyncIterator
@@ -19,15 +18,14 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serve import __version__
 from serve.asgi import check_json_content_type, header, send_json
 from serve.codec import json_type_name, parse_json
 from serve.dispatch import Dispatch
 from serve.errors import ServeError
 from serve.middleware import Frontdoor
-from serve.service import Service
+from serve.service import SERVER_METADATA, Service
 from serve.settings import Settings
-from serve.v2 import BINARY_HEADER
+from serve.v2 import BINARY_HEADER, V2Codec
 
 # Seconds between looks at the shared load/unload intent when several workers run without --watch.
 SHARED_INTENT_INTERVAL = 1.0
@@ -39,13 +37,7 @@ def service_of(scope: Scope) -> Service:
 
 
 def check_auth(service: Service, scope: Scope) -> None:
-    token = service.settings.auth_token
-    if not token:
-        return
-    scheme, _, credentials = (header(scope, b"authorization") or b"").partition(b" ")
-    # The scheme name is case-insensitive (RFC 9110); the token is compared in constant time.
-    if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials, token.encode()):
-        raise ServeError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+    service.authorize(header(scope, b"authorization"))
 
 
 class Predict:
@@ -80,12 +72,7 @@ class Infer:
         params = scope["path_params"]
         served = service.resolve(params["model"], params.get("version"))
         scope["serve.version"] = served.model.version
-        served.in_flight += 1
-        try:
-            request = served.v2_codec.decode(body, header(scope, BINARY_HEADER))
-            y = await served.coalescer.predict(request.x)
-        finally:
-            served.in_flight -= 1
+        request, y = await service.infer(served, V2Codec.decode, body, header(scope, BINARY_HEADER))
         scope["serve.rows"] = len(y)
         response, headers = served.v2_codec.encode(request, y)
         await send_json(send, response, 200, headers)
@@ -134,7 +121,7 @@ async def landing_page(request: Request) -> Response:
 
 
 async def v2_server(request: Request) -> Response:
-    return JSONResponse({"name": "housing-serving", "version": __version__, "extensions": ["binary_tensor_data"]})
+    return JSONResponse(SERVER_METADATA)
 
 
 async def v2_model(request: Request) -> Response:
@@ -160,10 +147,7 @@ async def repository_index(request: Request) -> Response:
 async def repository_load(request: Request) -> Response:
     service = service_of(request.scope)
     check_auth(service, request.scope)
-    parameters = (await _repository_body(request, {"parameters": dict})).get("parameters", {})
-    if parameters:
-        raise ServeError(400, f"load parameters {', '.join(map(repr, parameters))} are not supported: load takes "
-                         "the model from the model store as it is; write a new <model>/<version>/model.onnx instead")
+    service.check_load_parameters((await _repository_body(request, {"parameters": dict})).get("parameters", {}))
     await service.load(request.path_params["model"])
     return JSONResponse({})
 
@@ -171,10 +155,7 @@ async def repository_load(request: Request) -> Response:
 async def repository_unload(request: Request) -> Response:
     service = service_of(request.scope)
     check_auth(service, request.scope)
-    parameters = (await _repository_body(request, {"parameters": dict})).get("parameters", {})
-    if parameters.keys() - {"unload_dependents"} or type(parameters.get("unload_dependents", False)) is not bool:
-        raise ServeError(400, "unload takes only the parameter unload_dependents (a boolean; no model here has "
-                         f"dependents), got {sorted(parameters)}")
+    service.check_unload_parameters((await _repository_body(request, {"parameters": dict})).get("parameters", {}))
     await service.unload(request.path_params["model"])
     return JSONResponse({})
 
@@ -233,6 +214,13 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         await service.start()
+        grpc_server = None
+        if settings.grpc_port:
+            # Imported here: an app without gRPC (--grpc-port 0, the tests' in-process app) never registers the
+            # stubs' protobuf messages, which would clash with a client's in the same process (kserve/kserve#3099).
+            from serve import rpc
+
+            grpc_server = await rpc.start(service, frontdoor)
         tasks = [asyncio.create_task(frontdoor.bodies.watch())]
         # With several workers each one looks at the shared load/unload intent, even without --watch.
         interval = settings.watch or (SHARED_INTENT_INTERVAL if settings.shared_dir else 0)
@@ -248,6 +236,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             loop.remove_signal_handler(signal.SIGHUP)
         for task in tasks:
             task.cancel()
+        if grpc_server is not None:  # uvicorn has drained HTTP; now new RPCs are refused and those in flight finish
+            await grpc_server.stop(settings.graceful_timeout)
         await service.store.close()
 
     dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))

@@ -51,9 +51,8 @@ class Frontdoor:
         self._id_prefix = secrets.token_hex(6).encode()
         self._counter = itertools.count()
 
-    def request_id(self, scope: Scope) -> bytes:
-        """The caller's X-Request-ID when it is short printable ASCII, else a fresh one."""
-        given = header(scope, b"x-request-id")
+    def request_id(self, given: bytes | None) -> bytes:
+        """The caller's X-Request-ID (header or gRPC metadata) when it is short printable ASCII, else a fresh one."""
         if given and len(given) <= _MAX_REQUEST_ID and given.isascii() and given.decode().isprintable():
             return given
         return b"%s-%x" % (self._id_prefix, next(self._counter))
@@ -64,7 +63,7 @@ class Frontdoor:
             return
         start = time.perf_counter()
         scope["app"] = self
-        request_id = self.request_id(scope)
+        request_id = self.request_id(header(scope, b"x-request-id"))
         status = 0
 
         async def send_with_id(message: Message) -> None:
@@ -98,17 +97,21 @@ class Frontdoor:
         service = self.service
         service.metrics.observe(route.path if route is not None else UNMATCHED_ROUTE, model, version,
                                 status, seconds, scope.get("serve.rows", 0))
-        fmt = service.settings.access_log
-        if fmt == "off" or not access_logger.isEnabledFor(logging.INFO):
-            return
-        client = scope.get("client") or ("-", 0)
-        if fmt == "json":
-            access_logger.info(orjson.dumps({
-                "time": time.time(), "client": f"{client[0]}:{client[1]}", "method": scope["method"],
-                "path": scope["path"], "status": status, "duration_ms": round(seconds * 1000, 3),
-                "request_id": request_id.decode(), **({"model": model, "version": version} if version else {}),
-            }).decode())
-        else:
-            access_logger.info('%s:%s "%s %s" %d %.2fms request_id=%s%s', client[0], client[1], scope["method"],
-                               scope["path"], status, seconds * 1000, request_id.decode(),
-                               f" model={model} version={version}" if version else "")
+        if service.settings.access_log != "off" and access_logger.isEnabledFor(logging.INFO):
+            client = scope.get("client") or ("-", 0)
+            log_access(service.settings.access_log, f"{client[0]}:{client[1]}", scope["method"], scope["path"],
+                       status, seconds, request_id, model, version)
+
+
+def log_access(fmt: str, client: str, method: str, path: str, status: int, seconds: float, request_id: bytes,
+               model: str, version: str) -> None:
+    """One access log line, text or JSON, for an HTTP request or a gRPC call (method "GRPC")."""
+    if fmt == "json":
+        access_logger.info(orjson.dumps({
+            "time": time.time(), "client": client, "method": method, "path": path, "status": status,
+            "duration_ms": round(seconds * 1000, 3), "request_id": request_id.decode(),
+            **({"model": model, "version": version} if version else {}),
+        }).decode())
+    else:
+        access_logger.info('%s "%s %s" %d %.2fms request_id=%s%s', client, method, path, status, seconds * 1000,
+                           request_id.decode(), f" model={model} version={version}" if version else "")

@@ -3,20 +3,27 @@
 
 from __future__ import annotations
 
+import hmac
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from serve import openapi, page
+from serve import __version__, openapi, page
 from serve.errors import ServeError
 from serve.intent import Intent
 from serve.metrics import Metrics
 from serve.settings import Settings
 from serve.store import ModelStore, Served, Snapshot, State
+from serve.v2 import InferRequest
 
 INTENT_FILE = "repository.json"
+# The Open Inference Protocol's server metadata, the same over REST and gRPC.
+SERVER_METADATA: dict[str, Any] = {"name": "housing-serving", "version": __version__,
+                                   "extensions": ["binary_tensor_data", "model_repository"]}
 
 
 @dataclass
@@ -42,9 +49,31 @@ class Service:
     def ready(self) -> bool:
         return self.store.ready
 
+    def authorize(self, authorization: bytes | None) -> None:
+        """401 unless a token is set and `authorization` (the header or gRPC metadata) is `Bearer <token>`."""
+        token = self.settings.auth_token
+        if not token:
+            return
+        scheme, _, credentials = (authorization or b"").partition(b" ")
+        # The scheme name is case-insensitive (RFC 9110); the token is compared in constant time.
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(credentials, token.encode()):
+            raise ServeError(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+
     def resolve(self, name: str, version: str | None = None) -> Served:
         """The version a request runs on: the named one, or the model's newest ready version."""
         return self.store.snapshot.resolve(name, version)
+
+    @staticmethod
+    async def infer(served: Served, decode: Callable[..., InferRequest], *wire: Any) -> tuple[InferRequest, np.ndarray]:
+        """An Open Inference Protocol request on `served`: `decode(served.v2_codec, *wire)`, then the model.
+
+        The caller resolved `served` with no await since, so that an unload waits for this request."""
+        served.in_flight += 1
+        try:
+            request = decode(served.v2_codec, *wire)
+            return request, await served.coalescer.predict(request.x)
+        finally:
+            served.in_flight -= 1
 
     def models(self) -> list[dict[str, Any]]:
         return [{"name": name, "version": served.model.version, "description": served.model.description,
@@ -54,13 +83,29 @@ class Service:
     def model_document(self, name: str, version: str | None = None) -> bytes:
         return orjson.dumps({**self.resolve(name, version).document, "versions": self._versions(name)})
 
-    def v2_model_document(self, name: str, version: str | None = None) -> bytes:
+    def v2_model(self, name: str, version: str | None = None) -> dict[str, Any]:
         served = self.resolve(name, version)
-        return orjson.dumps({**served.v2_document, "versions": list(self.store.snapshot.versions[name])})
+        return {**served.v2_document, "versions": list(self.store.snapshot.versions[name])}
+
+    def v2_model_document(self, name: str, version: str | None = None) -> bytes:
+        return orjson.dumps(self.v2_model(name, version))
 
     def index(self, ready_only: bool = False) -> list[dict[str, str]]:
         return [{"name": e.name, "version": e.version, "state": e.state.value, "reason": e.reason}
                 for e in self.store.index() if not ready_only or e.state == State.READY]
+
+    @staticmethod
+    def check_load_parameters(parameters: dict[str, Any]) -> None:
+        if parameters:
+            raise ServeError(400, f"load parameters {', '.join(map(repr, parameters))} are not supported: load "
+                             "takes the model from the model store as it is; write a new "
+                             "<model>/<version>/model.onnx instead")
+
+    @staticmethod
+    def check_unload_parameters(parameters: dict[str, Any]) -> None:
+        if parameters.keys() - {"unload_dependents"} or type(parameters.get("unload_dependents", False)) is not bool:
+            raise ServeError(400, "unload takes only the parameter unload_dependents (a boolean; no model here has "
+                             f"dependents), got {sorted(parameters)}")
 
     async def load(self, name: str) -> None:
         """Serve the model again if it was unloaded, and (re)load whatever changed in its folder."""

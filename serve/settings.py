@@ -16,6 +16,8 @@ ACCESS_LOG_FORMATS = ("off", "text", "json")
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    # The Open Inference Protocol over gRPC, on the same host (0: off); 8001 is Triton's.
+    grpc_port: int = 8001
     workers: int = 1
     model_dir: Path = Path("onnx_models")
     # onnxruntime intra-op threads per session; keep threads x workers <= cores.
@@ -47,6 +49,8 @@ class Settings:
             raise ValueError(f"SERVE_BODY_TIMEOUT must be a positive number of seconds, got {self.body_timeout}")
         if not self.watch >= 0:
             raise ValueError(f"SERVE_WATCH must be 0 (off) or a positive number of seconds, got {self.watch}")
+        if not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"SERVE_GRPC_PORT must be a port number (0 turns gRPC off), got {self.grpc_port}")
         VersionPolicy.parse(self.version_policy)
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")

@@ -70,6 +70,14 @@ class V2Codec:
             request = self._fast_request(payload, head, binary)
             if request is not None:
                 return request
+        request = self.decode_parsed(payload, binary)
+        if head.count(b'"') > 2 * _strings(payload) and (key := repeated_key(head)) is not None:
+            raise bad(f"key {key!r} is given twice in one object: which value is meant is ambiguous")
+        return request
+
+    def decode_parsed(self, payload: Any, binary: bytes) -> InferRequest:
+        """A request already parsed into the JSON shape (tensors as dicts, binary data after), checked in full:
+        the entry point of protocols that are not JSON on the wire (gRPC)."""
         if type(payload) is not dict:
             raise bad(f"the inference request must be a JSON object, got {json_type_name(payload)}")
         inputs = payload.get("inputs")
@@ -86,8 +94,6 @@ class V2Codec:
         if len(x) > self.max_batch:
             raise ServeError(413, f"batch of {len(x)} rows is over the limit of {self.max_batch}", limit=self.max_batch)
         outputs, binary_output = self._outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
-        if head.count(b'"') > 2 * _strings(payload) and (key := repeated_key(head)) is not None:
-            raise bad(f"key {key!r} is given twice in one object: which value is meant is ambiguous")
         return InferRequest(x, request_id, binary_output, outputs)
 
     def _fast_request(self, payload: dict[str, Any], head: bytes, binary: bytes) -> InferRequest | None:
@@ -249,10 +255,7 @@ class V2Codec:
 
     def encode(self, request: InferRequest, y: np.ndarray) -> tuple[bytes, dict[str, str]]:
         """(response body, extra headers): JSON, or a JSON header followed by binary tensor data."""
-        unusable = self.model.non_finite(y)
-        if unusable:
-            raise bad(f"the model gives no finite prediction for row(s) {unusable[:10]}: "
-                      "inputs too far outside the training range")
+        warnings = self.warnings(request, y)
         output: dict[str, Any] = {"name": self.model.output_name, "datatype": "FP32", "shape": [len(y), 1]}
         raw = b""
         if request.binary_output:
@@ -264,15 +267,24 @@ class V2Codec:
                                     "outputs": [output] if request.outputs else []}
         if request.id is not None:
             response["id"] = request.id
-        warnings = self.model.warnings(request.x, with_record=True)
         if warnings:
-            # V2 parameter values are scalars: the warnings travel as one JSON-encoded string.
-            response["parameters"] = {"warnings": orjson.dumps(warnings).decode()}
+            response["parameters"] = {"warnings": warnings}
         head = orjson.dumps(response)
         if not raw:
             return head, {}
         headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
         return head + raw, headers
+
+
+    def warnings(self, request: InferRequest, y: np.ndarray) -> str:
+        """The range warnings as the response's "warnings" parameter ("" for none), once the predictions are
+        known to be usable. V2 parameter values are scalars: the warnings travel as one JSON-encoded string."""
+        unusable = self.model.non_finite(y)
+        if unusable:
+            raise bad(f"the model gives no finite prediction for row(s) {unusable[:10]}: "
+                      "inputs too far outside the training range")
+        warnings = self.model.warnings(request.x, with_record=True)
+        return orjson.dumps(warnings).decode() if warnings else ""
 
 
 def _strings(value: Any) -> int:

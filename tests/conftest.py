@@ -43,7 +43,9 @@ FIRST = {name: ROWS[0][name] for name in FEATURES}
 
 @pytest.fixture(scope="session")
 def client() -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(model_dir=MODEL_DIR, access_log="off"))) as test_client:
+    # No gRPC in process: the test process may hold tritonclient.grpc, whose protobuf descriptors (package
+    # `inference`) clash with our stubs' (kserve/kserve#3099); gRPC is tested on servers in subprocesses.
+    with TestClient(create_app(Settings(model_dir=MODEL_DIR, access_log="off", grpc_port=0))) as test_client:
         yield test_client
 
 
@@ -58,6 +60,7 @@ class Server:
     process: subprocess.Popen[str]
     url: str
     log_path: Path
+    grpc_address: str  # 127.0.0.1:<port> (an explicit --grpc-port 0 turns it off)
 
     def log(self) -> str:
         return self.log_path.read_text()
@@ -66,14 +69,16 @@ class Server:
 @contextmanager
 def running_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
                    timeout: float = 30) -> Iterator[Server]:
-    """`python -m serve` on a free 127.0.0.1 port, ready when this yields; stopped (SIGTERM) afterwards."""
-    port = free_port()
+    """`python -m serve` on a free 127.0.0.1 port, its gRPC on another, ready when this yields; stopped (SIGTERM)
+    afterwards. Servers run side by side over the suite: none may take the default gRPC port 8001."""
+    port, grpc_port = free_port(), free_port()
     log_path = tmp_path / f"server-{port}.log"
-    command = [sys.executable, "-m", "serve", "--port", str(port), "--model-dir", str(MODEL_DIR), *args]
+    command = [sys.executable, "-m", "serve", "--port", str(port), "--grpc-port", str(grpc_port),
+               "--model-dir", str(MODEL_DIR), *args]
     with log_path.open("w") as log:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
                                    env={**os.environ, **(env or {})})
-    server = Server(process, f"http://127.0.0.1:{port}", log_path)
+    server = Server(process, f"http://127.0.0.1:{port}", log_path, f"127.0.0.1:{grpc_port}")
     try:
         wait_ready(server, timeout)
         yield server

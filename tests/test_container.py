@@ -224,7 +224,8 @@ def local_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     log = tmp_path_factory.mktemp("local-service") / "log"
     with open(log, "w") as output:
-        server = subprocess.Popen([sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        server = subprocess.Popen([sys.executable, "-m", "serve", "--host", "127.0.0.1", "--port", str(port),
+                                   "--grpc-port", "0"],
                                   cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
     try:
         try:
