@@ -16,6 +16,8 @@ ACCESS_LOG_FORMATS = ("off", "text", "json")
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    # Open Inference Protocol over gRPC (0: off)
+    grpc_port: int = 8001
     workers: int = 1
     model_dir: Path = Path("onnx_models")
     # onnxruntime intra-op threads per session; keep threads x workers <= cores.
@@ -48,6 +50,8 @@ class Settings:
         if not self.watch >= 0:
             raise ValueError(f"SERVE_WATCH must be 0 (off) or a positive number of seconds, got {self.watch}")
         VersionPolicy.parse(self.version_policy)
+        if not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"SERVE_GRPC_PORT must be 0 (off) or a port up to 65535, got {self.grpc_port}")
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
         for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):
