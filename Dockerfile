@@ -60,12 +60,14 @@ COPY onnx_models/ onnx_models/
 ENV PATH=/opt/venv/bin:$PATH \
     SERVE_HOST=0.0.0.0 \
     SERVE_PORT=8000 \
+    SERVE_GRPC_PORT=8001 \
     SERVE_WORKERS=1 \
     SERVE_ORT_THREADS=1 \
     SERVE_MODEL_DIR=/app/onnx_models
 # Numeric, so Kubernetes can verify runAsNonRoot; the code stays root-owned, hence read-only to the server.
 USER 10001:10001
-EXPOSE 8000
+# HTTP (REST, Open Inference V2) and the Open Inference Protocol over gRPC.
+EXPOSE 8000 8001
 # Readiness, not liveness: healthy means every model is loaded and warmed. The slim image has no curl.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", \

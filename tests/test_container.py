@@ -270,6 +270,13 @@ def test_healthcheck_reports_healthy(podman: Podman, container: Container) -> No
     assert podman("inspect", "--format", "{{.State.Health.Status}}", container.name).strip() == "healthy"
 
 
+def test_image_exposes_the_http_and_grpc_ports_the_server_is_told(podman: Podman, image: str) -> None:
+    exposed = json.loads(podman("image", "inspect", "--format", "{{json .Config.ExposedPorts}}", image))
+    env = dict(item.split("=", 1) for item in json.loads(
+        podman("image", "inspect", "--format", "{{json .Config.Env}}", image)))
+    assert sorted(exposed) == sorted(f"{env[name]}/tcp" for name in ("SERVE_PORT", "SERVE_GRPC_PORT"))
+
+
 def test_server_runs_as_a_non_root_user(podman: Podman, container: Container) -> None:
     server_uid = exec_python(podman, container, "print(open('/proc/1/status').read())")
     real_uid = int(re.search(r"^Uid:\s+(\d+)", server_uid, re.MULTILINE).group(1))  # type: ignore[union-attr]

@@ -48,8 +48,8 @@ def runtime_stage() -> dict[str, str]:
     return instructions
 
 
-def exposed_port() -> int:
-    return int(runtime_stage()["EXPOSE"].split("/")[0])
+def exposed_ports() -> list[int]:
+    return [int(port.split("/")[0]) for port in runtime_stage()["EXPOSE"].split()]
 
 
 def answers_get(path: str) -> bool:
@@ -66,9 +66,13 @@ def pod_container() -> Manifest:
     return container
 
 
-def kserve_container() -> Manifest:
-    [container] = only("inferenceservice.yaml")["spec"]["predictor"]["containers"]
+def kserve_container(name: str = "inferenceservice.yaml") -> Manifest:
+    [container] = only(name)["spec"]["predictor"]["containers"]
     return container
+
+
+def container_ports(container: Manifest) -> dict[str, int]:
+    return {port["name"]: port["containerPort"] for port in container["ports"]}
 
 
 def cpus(quantity: str) -> float:
@@ -107,29 +111,35 @@ def test_image_starts_the_server_in_exec_form_as_a_numeric_user() -> None:
 
 def test_every_serve_variable_is_a_setting_the_server_accepts() -> None:
     image_env = dict(re.findall(r"(SERVE_\w+)=(\S+)", runtime_stage()["ENV"]))
-    for env in (image_env, environment(pod_container()), environment(kserve_container())):
+    for env in (image_env, environment(pod_container()), environment(kserve_container()),
+                environment(kserve_container("inferenceservice-grpc.yaml"))):
         serve_env = {name: value for name, value in env.items() if name.startswith(ENV_PREFIX)}
         settings = Settings.from_env(serve_env)  # raises on a value it cannot use
         assert serve_env.keys() <= settings.to_env().keys()  # a misspelt name would be silently ignored
 
 
-def test_deployment_serves_on_the_port_the_image_exposes() -> None:
+def test_deployment_serves_on_the_ports_the_image_exposes() -> None:
     container = pod_container()
-    [port] = container["ports"]
-    assert port["containerPort"] == exposed_port() == int(environment(container)["SERVE_PORT"])
+    env, ports = environment(container), container_ports(container)
+    assert sorted(ports.values()) == exposed_ports()
+    assert ports["http"] == int(env["SERVE_PORT"]) and ports["grpc"] == int(env["SERVE_GRPC_PORT"])
     annotations = only("deployment.yaml")["spec"]["template"]["metadata"]["annotations"]
-    assert int(annotations["prometheus.io/port"]) == exposed_port()
+    assert int(annotations["prometheus.io/port"]) == ports["http"]
     assert answers_get(annotations["prometheus.io/path"])
 
 
-@pytest.mark.parametrize(("probe", "path"), [
-    ("startupProbe", "/health/live"), ("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready"),
-])
+@pytest.mark.parametrize(("probe", "path"), [("livenessProbe", "/health/live"), ("readinessProbe", "/health/ready")])
 def test_deployment_probe_asks_a_health_route_the_server_answers(probe: str, path: str) -> None:
     container = pod_container()
     http_get = container[probe]["httpGet"]
     assert http_get["path"] == path and answers_get(path)
-    assert http_get["port"] in (port.get("name") for port in container["ports"])
+    assert http_get["port"] == "http"
+
+
+def test_deployment_startup_probe_asks_the_grpc_health_service() -> None:
+    container = pod_container()
+    # A grpc probe takes a port number, not a name; service "" is the server as a whole (grpc.health.v1).
+    assert container["startupProbe"]["grpc"] == {"port": container_ports(container)["grpc"], "service": ""}
 
 
 def test_cpu_request_is_workers_times_onnxruntime_threads() -> None:
@@ -153,13 +163,14 @@ def test_deployment_runs_as_the_images_user() -> None:
     assert (security["runAsUser"], security["runAsGroup"]) == (int(user), int(group or user))
 
 
-def test_service_routes_to_the_deployments_http_port() -> None:
+def test_service_routes_to_the_deployments_http_and_grpc_ports() -> None:
     service, deployment = only("service.yaml"), only("deployment.yaml")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    [port] = service["spec"]["ports"]
-    assert port["targetPort"] in (p.get("name") for p in pod_container()["ports"])
+    ports = {port["name"]: port for port in service["spec"]["ports"]}
+    assert {name: port["targetPort"] for name, port in ports.items()} == {"http": "http", "grpc": "grpc"}
+    assert ports["grpc"]["appProtocol"] == "kubernetes.io/h2c"  # gRPC is HTTP/2 without TLS
 
 
 def test_autoscaler_scales_the_deployment_on_cpu_it_requests() -> None:
@@ -176,8 +187,9 @@ def test_inferenceservice_runs_the_same_image_with_the_v2_protocol() -> None:
     container = kserve_container()
     assert container["name"] == "kserve-container" and container["image"] == pod_container()["image"]
     assert environment(container)["PROTOCOL"] == "v2"
-    [port] = container["ports"]
-    assert port["containerPort"] == exposed_port() == container["readinessProbe"]["httpGet"]["port"]
+    # Knative routes one port per container; http1 is its name for HTTP/1.1.
+    assert container_ports(container) == {"http1": int(environment(container)["SERVE_PORT"])}
+    assert container_ports(container)["http1"] == container["readinessProbe"]["httpGet"]["port"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
 
@@ -185,3 +197,23 @@ def test_inferenceservice_runs_the_same_image_with_the_v2_protocol() -> None:
 @pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe"])
 def test_inferenceservice_probe_asks_a_route_the_server_answers(probe: str) -> None:
     assert answers_get(kserve_container()[probe]["httpGet"]["path"])
+
+
+def test_grpc_inferenceservice_runs_the_same_image_on_the_grpc_port() -> None:
+    container = kserve_container("inferenceservice-grpc.yaml")
+    assert container["name"] == "kserve-container" and container["image"] == pod_container()["image"]
+    assert environment(container)["PROTOCOL"] == "grpc-v2"
+    # h2c is Knative's name for a port served as HTTP/2 in clear text, which gRPC needs.
+    assert container_ports(container) == {"h2c": int(environment(container)["SERVE_GRPC_PORT"])}
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"]["port"] == container_ports(container)["h2c"]
+
+
+def test_the_two_inferenceservices_differ_only_in_protocol_ports_and_probes() -> None:
+    def without_protocol(name: str) -> Manifest:
+        spec = only(name)["spec"]
+        [container] = spec["predictor"].pop("containers")
+        protocol = {"ports", "env", "livenessProbe", "readinessProbe"}
+        return {"spec": spec, "container": {key: value for key, value in container.items() if key not in protocol}}
+
+    assert without_protocol("inferenceservice.yaml") == without_protocol("inferenceservice-grpc.yaml")
