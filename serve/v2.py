@@ -275,7 +275,6 @@ class V2Codec:
         headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
         return head + raw, headers
 
-
     def warnings(self, request: InferRequest, y: np.ndarray) -> str:
         """The range warnings as the response's "warnings" parameter ("" for none), once the predictions are
         known to be usable. V2 parameter values are scalars: the warnings travel as one JSON-encoded string."""
