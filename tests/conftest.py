@@ -80,7 +80,7 @@ def running_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None
                                    env={**os.environ, **(env or {})})
     server = Server(process, f"http://127.0.0.1:{port}", log_path, f"127.0.0.1:{grpc_port}")
     try:
-        wait_ready(server, timeout)
+        wait_ready(server, timeout, int(args[args.index("--workers") + 1]) if "--workers" in args else 1)
         yield server
     finally:
         if process.poll() is None:
@@ -92,16 +92,19 @@ def running_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None
                 process.wait()
 
 
-def wait_ready(server: Server, timeout: float) -> None:
+def wait_ready(server: Server, timeout: float, workers: int = 1) -> None:
+    """Until /health/ready answers 200 and, with several workers, every worker has started (the first
+    one ready answers for itself only)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + "/health/ready", timeout=1).status_code == 200:
-                return
+            ready = httpx.get(server.url + "/health/ready", timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
+            ready = False
+        if ready and server.log().count("Application startup complete") >= workers:
+            return
         time.sleep(0.05)
     raise AssertionError(f"server not ready within {timeout}s:\n{server.log()}")
 
