@@ -25,7 +25,7 @@ from serve.errors import ServeError
 from serve.middleware import Frontdoor
 from serve.service import SERVER_METADATA, Service
 from serve.settings import Settings
-from serve.v2 import BINARY_HEADER, V2Codec
+from serve.v2 import BINARY_HEADER
 
 # Seconds between looks at the shared load/unload intent when several workers run without --watch.
 SHARED_INTENT_INTERVAL = 1.0
@@ -49,15 +49,11 @@ class Predict:
         check_json_content_type(scope)
         body = await scope["app"].bodies.read(scope, receive)
         params = scope["path_params"]
-        # Taken after the body, with no await before the count goes up: an unload waits for this request.
+        # Taken after the body: from here to the model call nothing awaits, so an unload waits for this request.
         served = service.resolve(params["model"], params.get("version"))
         scope["serve.version"] = served.model.version
-        served.in_flight += 1
-        try:
-            x, batch = served.codec.decode(body)
-            y = await served.coalescer.predict(x)
-        finally:
-            served.in_flight -= 1
+        x, batch = served.codec.decode(body)
+        y = await service.predict(served, x)
         scope["serve.rows"] = len(y)
         await send_json(send, served.codec.encode(x, y, batch))
 
@@ -72,7 +68,8 @@ class Infer:
         params = scope["path_params"]
         served = service.resolve(params["model"], params.get("version"))
         scope["serve.version"] = served.model.version
-        request, y = await service.infer(served, V2Codec.decode, body, header(scope, BINARY_HEADER))
+        request = served.v2_codec.decode(body, header(scope, BINARY_HEADER))
+        y = await service.predict(served, request.x)
         scope["serve.rows"] = len(y)
         response, headers = served.v2_codec.encode(request, y)
         await send_json(send, response, 200, headers)

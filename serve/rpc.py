@@ -24,7 +24,7 @@ from serve.middleware import Frontdoor, log_access
 from serve.protocol import open_inference_grpc_pb2 as pb
 from serve.protocol import open_inference_grpc_pb2_grpc as pb_grpc
 from serve.service import SERVER_METADATA, Service
-from serve.v2 import V2Codec, bad
+from serve.v2 import bad
 
 logger = logging.getLogger("serve")
 T = TypeVar("T")
@@ -132,7 +132,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             payload, binary = infer_payload(request)
             served = self.service.resolve(request.model_name, request.model_version or None)
             call.model, call.version = served.model.name, served.model.version
-            decoded, y = await self.service.infer(served, V2Codec.decode_parsed, payload, binary)
+            decoded = served.v2_codec.decode_parsed(payload, binary)
+            y = await self.service.predict(served, decoded.x)
             call.rows = len(y)
             warnings = served.v2_codec.warnings(decoded, y)
             model = served.model

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from serve.intent import Intent
 from serve.metrics import Metrics
 from serve.settings import Settings
 from serve.store import ModelStore, Served, Snapshot, State
-from serve.v2 import InferRequest
 
 INTENT_FILE = "repository.json"
 # The Open Inference Protocol's server metadata, the same over REST and gRPC.
@@ -64,14 +62,12 @@ class Service:
         return self.store.snapshot.resolve(name, version)
 
     @staticmethod
-    async def infer(served: Served, decode: Callable[..., InferRequest], *wire: Any) -> tuple[InferRequest, np.ndarray]:
-        """An Open Inference Protocol request on `served`: `decode(served.v2_codec, *wire)`, then the model.
-
-        The caller resolved `served` with no await since, so that an unload waits for this request."""
+    async def predict(served: Served, x: np.ndarray) -> np.ndarray:
+        """`served`'s predictions for `x`, counted in flight so that an unload waits for them. Every
+        protocol calls it with no await since it resolved `served`: the version cannot go in between."""
         served.in_flight += 1
         try:
-            request = decode(served.v2_codec, *wire)
-            return request, await served.coalescer.predict(request.x)
+            return await served.coalescer.predict(x)
         finally:
             served.in_flight -= 1
 
