@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from export import reproducible
+from export import adam, reproducible
 from export.metrics import Array, Predict, out_of_fold
 from export.schema import FEATURE_NAMES, INPUT_NAME, OUTPUT_NAME
 
@@ -42,9 +42,6 @@ class Config:
 
 # The lowest 5-fold CV RMSE of the candidates in `python -m export.select`.
 CHOSEN = Config(hidden=(64, 64), lr=1e-3, weight_decay=1e-2, max_epochs=5000, patience=200)
-
-
-OPTIMIZERS = {"Adam": torch.optim.Adam, "AdamW": torch.optim.AdamW}
 
 
 class Standardize(nn.Module):
@@ -76,7 +73,8 @@ def train(config: Config, features: Array, target: Array, epochs: int | None = N
         module[-1].bias.fill_(float(target[fit_rows].mean()))
     x, y = _tensor(features[fit_rows]), _tensor(target[fit_rows]).reshape(-1, 1)
     x_val, y_val = _tensor(features[validation_rows]), _tensor(target[validation_rows]).reshape(-1, 1)
-    optimizer = OPTIMIZERS[config.optimizer](module.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adam.Adam(module.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                          decoupled=config.optimizer == "AdamW")
     best_loss, best_epoch, best_state = float("inf"), epochs or config.max_epochs, module.state_dict()
     for epoch in tqdm(range(1, (epochs or config.max_epochs) + 1), desc=desc, leave=False, disable=not desc):
         optimizer.zero_grad()

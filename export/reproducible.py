@@ -11,6 +11,9 @@ of the MLP's predictions on the 506 rows between whole exports, each setting var
   avx2 or avx512. `default` is the build for the x86-64 baseline, the same code on every CPU.
 - DNNL_MAX_CPU_ISA=SSE41: changes nothing today (these layers run on MKL, not oneDNN); pinned so that
   a torch that routes them to oneDNN's JIT kernels stays reproducible.
+- Adam's square root: not an instruction-set setting at all. torch's goes to MKL's vector math, which
+  picks its code by CPUID and is not correctly rounded; `export/adam.py` takes it with numpy instead
+  (an Intel Xeon and an emulated AMD EPYC gave different weights after 20 epochs before, the same after).
 A tiny difference becomes a different model because early stopping then keeps another epoch.
 The pins cost ~10% of the export's time (10.6 s instead of 9.3 s).
 """
