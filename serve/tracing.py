@@ -148,11 +148,11 @@ class Tracing:
             return await handle
         finally:
             _stages.reset(token)
-            answered = time.time_ns()
-            span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
-                                 "rpc.grpc.status_code": call.code, **_model_attributes(call.model, call.version,
-                                                                                        call.rows)})
-            self.end(span, stages, answered, call.code in _GRPC_SERVER_ERRORS)
+            if span.is_recording():
+                span.set_attributes({"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+                                     "rpc.grpc.status_code": call.code,
+                                     **_model_attributes(call.model, call.version, call.rows)})
+                self.end(span, stages, time.time_ns(), call.code in _GRPC_SERVER_ERRORS)
 
 
 class TracedHttp:
@@ -190,11 +190,12 @@ class TracedHttp:
             await self.app(scope, receive_timed, send_timed)
         finally:
             _stages.reset(token)
-            route = scope.get("route")
-            if route is not None:
-                span.update_name(f"{scope['method']} {route.path}")
-            span.set_attributes(_http_attributes(scope, status, route.path if route is not None else None))
-            self.tracing.end(span, stages, answered or time.time_ns(), status >= 500)
+            if span.is_recording():  # a trace sampled out, by the caller or OTEL_TRACES_SAMPLER, is spared the rest
+                route = scope.get("route")
+                if route is not None:
+                    span.update_name(f"{scope['method']} {route.path}")
+                span.set_attributes(_http_attributes(scope, status, route.path if route is not None else None))
+                self.tracing.end(span, stages, answered or time.time_ns(), status >= 500)
 
 
 def trace_id(span: Span) -> str:

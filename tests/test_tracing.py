@@ -212,6 +212,15 @@ def test_a_malformed_traceparent_starts_a_new_trace_and_still_answers(traced: Se
     assert server.span.parent_span_id == b"" and trace_id != TRACE_ID
 
 
+def test_a_trace_the_caller_sampled_out_is_continued_in_the_log_but_not_exported(traced: Server,
+                                                                               collector: Collector) -> None:
+    trace_id = "6" * 32
+    headers = {"traceparent": f"00-{trace_id}-{PARENT_ID}-00"}
+    assert httpx.post(traced.url + "/models/linear/predict", json=FIRST, headers=headers).status_code == 200
+    access_line(traced, f"trace_id={trace_id}")
+    assert collector.trace(trace_id, 1, timeout=0.5) == []  # ten export periods
+
+
 def test_a_refused_request_is_a_span_without_stages_and_not_an_error(traced: Server, collector: Collector) -> None:
     """As OpenTelemetry's HTTP conventions say: a 4xx is the caller's fault, so a server span's status stays unset."""
     trace_id = "4" * 32
