@@ -4,6 +4,7 @@ http.server decoding each ExportTraceServiceRequest with opentelemetry-proto."""
 from __future__ import annotations
 
 import http.server
+import itertools
 import json
 import logging
 import re
@@ -28,6 +29,7 @@ from serve.app import create_app
 from serve.settings import Settings
 from serve.tracing import traces_url
 from tests.conftest import FIRST, MODEL_DIR, ROOT, Server, free_port, running_server
+from tests.test_server import raw_request, read_response
 from tests.test_v2 import batch
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -231,6 +233,24 @@ def test_a_refused_request_is_a_span_without_stages_and_not_an_error(traced: Ser
     assert server.attributes["http.response.status_code"] == 422 and "error.type" not in server.attributes
     time.sleep(0.3)  # several export periods: no stage span follows
     assert len(collector.trace(trace_id, 1)) == 1
+
+
+def test_a_server_error_marks_the_span_as_an_error(collector: Collector, tmp_path: Path) -> None:
+    with running_server(tmp_path, "--max-concurrency", "1", "--otlp-endpoint", collector.url,
+                        env=FAST_EXPORT) as server:
+        sock, rest = raw_request(int(server.url.rsplit(":", 1)[1]), json.dumps(FIRST).encode(), split=10)
+        for attempt in itertools.count(1):  # until the held request has taken the one slot
+            trace_id = f"7{attempt:031x}"
+            if httpx.post(server.url + "/models/linear/predict", json=FIRST,
+                          headers=traceparent(trace_id)).status_code == 503:
+                break
+            time.sleep(0.05)
+        sock.sendall(rest)
+        assert read_response(sock).startswith(b"HTTP/1.1 200")
+        sock.close()
+    (span,) = collector.trace(trace_id, 1)
+    assert span.attributes.items() >= {"http.response.status_code": 503, "error.type": "503"}.items()
+    assert span.span.status.code == Status.STATUS_CODE_ERROR
 
 
 def test_an_unreachable_collector_neither_fails_nor_slows_requests(tmp_path: Path) -> None:
