@@ -55,7 +55,7 @@ class Stages:
 
 
 # The stages of the request this task serves: each HTTP request and each RPC runs in a task of its own.
-_stages: ContextVar[Stages | None] = ContextVar("serve_stages", default=None)
+_stages: ContextVar[Stages] = ContextVar("serve_stages")
 
 
 class TimedService(Service):
@@ -63,9 +63,7 @@ class TimedService(Service):
 
     @staticmethod
     async def predict(served: Served, x: np.ndarray) -> np.ndarray:
-        stages = _stages.get()
-        if stages is None:  # not within a traced request
-            return await Service.predict(served, x)
+        stages = _stages.get()  # every protocol predicts within a request, so within its span
         stages.model_start = time.time_ns()
         try:
             return await Service.predict(served, x)
@@ -104,6 +102,7 @@ class Tracing:
 
     @staticmethod
     def service(settings: Settings) -> Service:
+        """The service layer to serve with: one that times each request's model call for its span."""
         return TimedService(settings)
 
     def wrap(self, app: ASGIApp) -> ASGIApp:
