@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.server
 import itertools
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -23,9 +22,7 @@ import tritonclient.grpc as triton
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
-from starlette.testclient import TestClient
 
-from serve.app import create_app
 from serve.settings import Settings
 from serve.tracing import traces_url
 from tests.conftest import FIRST, MODEL_DIR, ROOT, Server, free_port, running_server
@@ -168,15 +165,13 @@ def test_the_access_log_line_carries_the_trace_id(traced: Server) -> None:
     assert access_line(traced, f"trace_id={trace_id}").endswith(f"model=linear version=1 trace_id={trace_id}")
 
 
-def test_the_json_access_log_has_the_trace_id_as_a_field(collector: Collector, caplog: pytest.LogCaptureFixture
-                                                        ) -> None:
-    settings = Settings(model_dir=MODEL_DIR, access_log="json", grpc_port=0, otlp_endpoint=collector.url)
+def test_the_json_access_log_has_the_trace_id_as_a_field(collector: Collector, tmp_path: Path) -> None:
     trace_id = "5" * 32
-    with TestClient(create_app(settings)) as client, caplog.at_level(logging.INFO, "serve.access"):
-        assert client.post("/models/linear/predict", json=FIRST, headers=traceparent(trace_id)).status_code == 200
-    (entry,) = [json.loads(record.getMessage()) for record in caplog.records if record.name == "serve.access"]
+    with running_server(tmp_path, "--access-log", "json", "--otlp-endpoint", collector.url) as server:
+        httpx.post(server.url + "/models/linear/predict", json=FIRST, headers=traceparent(trace_id))
+        entry = json.loads(access_line(server, trace_id))
     assert (entry["trace_id"], entry["model"], entry["status"]) == (trace_id, "linear", 200)
-    assert len(collector.trace(trace_id, 4)) == 4  # flushed at shutdown
+    assert len(collector.trace(trace_id, 4)) == 4  # with the default export period: flushed at shutdown
 
 
 def test_a_v2_infer_is_traced_under_its_route_template(traced: Server, collector: Collector) -> None:
