@@ -47,6 +47,9 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
                         help="seconds between looks at the model store for new, replaced or removed versions (0: off)")
     parser.add_argument("--version-policy", default=defaults.version_policy,
                         help="versions served per model: all, latest:N, or versions such as 1,3")
+    parser.add_argument("--otlp-endpoint", default=defaults.otlp_endpoint,
+                        help="send a trace span per request there, OTLP over HTTP, e.g. http://collector:4318 "
+                        "(default: no tracing)")
     args = parser.parse_args(argv)
     return replace(defaults, **{key: value for key, value in vars(args).items()})
 

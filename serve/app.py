@@ -11,7 +11,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -26,6 +26,9 @@ from serve.middleware import Frontdoor
 from serve.service import SERVER_METADATA, Service
 from serve.settings import Settings
 from serve.v2 import BINARY_HEADER
+
+if TYPE_CHECKING:
+    from serve.tracing import Tracing
 
 # Seconds between looks at the shared load/unload intent when several workers run without --watch.
 SHARED_INTENT_INTERVAL = 1.0
@@ -206,7 +209,13 @@ routes = [
 def create_app(settings: Settings | None = None) -> ASGIApp:
     """The ASGI application; models load in its lifespan, so readiness means loaded and warmed."""
     settings = settings or Settings.from_env()
-    service = Service(settings)
+    tracing: Tracing | None = None
+    if settings.otlp_endpoint:
+        # Imported only when on: an untraced server loads no opentelemetry module at all.
+        from serve.tracing import Tracing
+
+        tracing = Tracing(settings)
+    service = Service(settings) if tracing is None else tracing.service(settings)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -217,7 +226,7 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
             # stubs' protobuf messages, which would clash with a client's in the same process (kserve/kserve#3099).
             from serve import rpc
 
-            grpc_server = await rpc.start(service, frontdoor)
+            grpc_server = await rpc.start(service, frontdoor, tracing)
         tasks = [asyncio.create_task(frontdoor.bodies.watch())]
         # With several workers each one looks at the shared load/unload intent, even without --watch.
         interval = settings.watch or (SHARED_INTENT_INTERVAL if settings.shared_dir else 0)
@@ -236,8 +245,10 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         if grpc_server is not None:  # uvicorn has drained HTTP; now new RPCs are refused and those in flight finish
             await grpc_server.stop(settings.graceful_timeout)
         await service.store.close()
+        if tracing is not None:
+            tracing.shutdown()
 
     dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))
     service.store.on_change(lambda snapshot: dispatch.index(snapshot.latest))
     frontdoor = Frontdoor(dispatch, service)
-    return frontdoor
+    return frontdoor if tracing is None else tracing.wrap(frontdoor)

@@ -21,6 +21,8 @@ from serve.service import Service
 logger = logging.getLogger("serve")
 access_logger = logging.getLogger("serve.access")
 _MAX_REQUEST_ID = 128
+# Where serve.tracing leaves the request's trace id (that module loads only when tracing is on).
+TRACE_ID = "serve.trace_id"
 
 
 def error_body(exc: Exception, scope: Scope) -> tuple[int, bytes, dict[str, str]]:
@@ -100,18 +102,21 @@ class Frontdoor:
         if service.settings.access_log != "off" and access_logger.isEnabledFor(logging.INFO):
             client = scope.get("client") or ("-", 0)
             log_access(service.settings.access_log, f"{client[0]}:{client[1]}", scope["method"], scope["path"],
-                       status, seconds, request_id, model, version)
+                       status, seconds, request_id, model, version, scope.get(TRACE_ID, ""))
 
 
 def log_access(fmt: str, client: str, method: str, path: str, status: int, seconds: float, request_id: bytes,
-               model: str, version: str) -> None:
-    """One access log line, text or JSON, for an HTTP request or a gRPC call (method "GRPC")."""
+               model: str, version: str, trace_id: str = "") -> None:
+    """One access log line, text or JSON, for an HTTP request or a gRPC call (method "GRPC"); the trace id
+    only when tracing is on."""
     if fmt == "json":
         access_logger.info(orjson.dumps({
             "time": time.time(), "client": client, "method": method, "path": path, "status": status,
             "duration_ms": round(seconds * 1000, 3), "request_id": request_id.decode(),
             **({"model": model, "version": version} if version else {}),
+            **({"trace_id": trace_id} if trace_id else {}),
         }).decode())
     else:
-        access_logger.info('%s "%s %s" %d %.2fms request_id=%s%s', client, method, path, status, seconds * 1000,
-                           request_id.decode(), f" model={model} version={version}" if version else "")
+        access_logger.info('%s "%s %s" %d %.2fms request_id=%s%s%s', client, method, path, status, seconds * 1000,
+                           request_id.decode(), f" model={model} version={version}" if version else "",
+                           f" trace_id={trace_id}" if trace_id else "")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc import aio
@@ -25,6 +25,9 @@ from serve.protocol import open_inference_grpc_pb2 as pb
 from serve.protocol import open_inference_grpc_pb2_grpc as pb_grpc
 from serve.service import SERVER_METADATA, Service
 from serve.v2 import bad
+
+if TYPE_CHECKING:
+    from serve.tracing import Tracing
 
 logger = logging.getLogger("serve")
 T = TypeVar("T")
@@ -83,9 +86,10 @@ def infer_payload(request: pb.ModelInferRequest) -> tuple[dict[str, Any], bytes]
 class Servicer(pb_grpc.GRPCInferenceServiceServicer):
     """Each RPC: the REST endpoint's steps, answered as a message or aborted with the mapped code."""
 
-    def __init__(self, service: Service, frontdoor: Frontdoor):
+    def __init__(self, service: Service, frontdoor: Frontdoor, tracing: Tracing | None):
         self.service = service
         self.frontdoor = frontdoor
+        self.tracing = tracing
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext[Any, Any]
                          ) -> pb.ServerLiveResponse:
@@ -186,14 +190,21 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def _answer(self, method: str, context: aio.ServicerContext[Any, Any], guarded: bool,
                       handler: Callable[[Call], Awaitable[T]]) -> T:
+        call = Call()
+        metadata = dict(context.invocation_metadata() or ())
+        if self.tracing is None:
+            return await self._handle(method, context, metadata, guarded, handler, call)
+        return await self.tracing.rpc(SERVICE_NAME, method, metadata, call,
+                                      self._handle(method, context, metadata, guarded, handler, call))
+
+    async def _handle(self, method: str, context: aio.ServicerContext[Any, Any], metadata: dict[str, Any],
+                      guarded: bool, handler: Callable[[Call], Awaitable[T]], call: Call) -> T:
         """Auth (if `guarded`), the overload guard, the handler; errors as status codes; metrics and the log."""
         start = time.perf_counter()
-        call = Call()
         status = 500
         frontdoor = self.frontdoor
         frontdoor.in_flight += 1
         try:
-            metadata = dict(context.invocation_metadata() or ())
             call.request_id = frontdoor.request_id(_metadata_bytes(metadata.get("x-request-id")))
             if guarded:
                 self.service.authorize(_metadata_bytes(metadata.get("authorization")))
@@ -205,9 +216,12 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             return answer
         except ServeError as exc:
             status = exc.status
-            await context.abort(CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT), exc.message)
+            code = CODES.get(exc.status, grpc.StatusCode.INVALID_ARGUMENT)
+            call.code = code.value[0]
+            await context.abort(code, exc.message)
         except Exception:
             logger.exception("unexpected error on gRPC %s", method)
+            call.code = grpc.StatusCode.INTERNAL.value[0]
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
             frontdoor.in_flight -= 1
@@ -220,17 +234,17 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         service.metrics.observe(f"grpc:{method}", call.model, call.version, status, seconds, call.rows)
         if service.settings.access_log != "off":
             log_access(service.settings.access_log, context.peer(), "GRPC", f"/{SERVICE_NAME}/{method}", status,
-                       seconds, call.request_id, call.model, call.version)
+                       seconds, call.request_id, call.model, call.version, call.trace_id)
 
 
 class Call:
-    """What one RPC's metrics and access log line need, filled in as the handler learns it."""
+    """What one RPC's metrics, access log line and span need, filled in as the handler learns it."""
 
-    __slots__ = ("model", "request_id", "rows", "version")
+    __slots__ = ("code", "model", "request_id", "rows", "trace_id", "version")
 
     def __init__(self) -> None:
-        self.model = self.version = ""
-        self.rows = 0
+        self.model = self.version = self.trace_id = ""
+        self.rows = self.code = 0  # code: the gRPC status code's number, 0 (OK) unless aborted
         self.request_id = b""
 
 
@@ -242,7 +256,7 @@ def _metadata_bytes(value: str | bytes | None) -> bytes | None:
     return value.encode("latin-1") if isinstance(value, str) else value
 
 
-async def start(service: Service, frontdoor: Frontdoor) -> aio.Server:
+async def start(service: Service, frontdoor: Frontdoor, tracing: Tracing | None) -> aio.Server:
     """The gRPC server on the HTTP server's host and the gRPC port, serving in this event loop."""
     settings = service.settings
     # A message over the body limit is refused by grpc itself, with RESOURCE_EXHAUSTED.
@@ -250,7 +264,7 @@ async def start(service: Service, frontdoor: Frontdoor) -> aio.Server:
                ("grpc.max_send_message_length", -1)]
     server = aio.server(options=options)
     # The generated module has no type hints (grpcio-tools writes .pyi stubs for the messages only).
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service, frontdoor), server)  # type: ignore[no-untyped-call]
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(Servicer(service, frontdoor, tracing), server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(Health(service), server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     # Several workers bind the same port: grpc sets SO_REUSEPORT on Linux, and the kernel spreads connections.

@@ -38,6 +38,8 @@ class Settings:
     watch: float = 0.0
     # Which versions of each model serve: all, latest:N, or named versions such as 1,3.
     version_policy: str = "all"
+    # Where spans go, OTLP over HTTP (empty: no tracing, and opentelemetry is never imported).
+    otlp_endpoint: str = ""
     # Where workers share metrics and the repository API's load/unload state; set by the launcher.
     shared_dir: str = ""
 
@@ -52,6 +54,8 @@ class Settings:
         if not 0 <= self.grpc_port <= 65535:
             raise ValueError(f"SERVE_GRPC_PORT must be a port number (0 turns gRPC off), got {self.grpc_port}")
         VersionPolicy.parse(self.version_policy)
+        if self.otlp_endpoint and not self.otlp_endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"SERVE_OTLP_ENDPOINT must be an http:// or https:// URL, got {self.otlp_endpoint!r}")
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
         for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):
