@@ -9,8 +9,9 @@ BENCH_VENV := .venv-bench
 KSERVE_VENV := .venv-kserve
 # e.g. `make bench BENCH_ARGS=--quick`
 BENCH_ARGS ?=
-# Debian packages the test suite drives for real (browser test, container test, benchmark smoke test).
-APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk
+# Debian packages the test suite drives for real (browser test, container test, benchmark smoke test, Prometheus
+# and promtool).
+APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk prometheus
 
 .PHONY: run test soak export bench protos system-deps bench-deps clean
 
