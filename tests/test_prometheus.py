@@ -230,6 +230,13 @@ def test_every_dashboard_query_parses_and_returns_data(scraped: Scraped, panel: 
     assert scraped.query(expr), f"{panel}: no data for {expr}"
 
 
+def test_every_dashboard_panel_reads_the_data_source_variable() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert "DS_PROMETHEUS" in {variable["name"] for variable in dashboard["templating"]["list"]}
+    sources = [item["datasource"] for panel in dashboard["panels"] for item in (panel, *panel["targets"])]
+    assert all(source == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"} for source in sources)
+
+
 def test_the_dashboards_job_variable_lists_the_scraped_job(scraped: Scraped) -> None:
     [variable] = [v for v in json.loads(DASHBOARD.read_text())["templating"]["list"] if v["name"] == "job"]
     match = re.fullmatch(r"label_values\((\w+), (\w+)\)", variable["query"]["query"])
@@ -279,6 +286,26 @@ def test_the_not_ready_alerts_series_is_0_once_the_server_is_gone(scraped: Scrap
     assert scraped.value(alert["expr"]) is None
     until(lambda: value(scraped.prometheus, alert["expr"], time.time()) == 0, 15,
           f"{alert['expr']} once the server stopped")
+
+
+def rule_test_series() -> dict[str, set[str]]:
+    """The names of the made-up series in prometheus-rules-test.yaml, and the label names each is given."""
+    series: dict[str, set[str]] = {}
+    for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
+        for given in test["input_series"]:
+            name, _, labels = given["series"].partition("{")
+            series.setdefault(name, set()).update(re.findall(r'(\w+)="', labels))
+    return series
+
+
+@pytest.mark.parametrize(("name", "labels"), rule_test_series().items(), ids=list(rule_test_series()))
+def test_the_alerts_unit_tests_make_up_series_with_real_names_and_labels(scraped: Scraped, name: str,
+                                                                        labels: set[str]) -> None:
+    if missing := missing_drift_series(name, scraped):
+        pytest.skip(f"{', '.join(missing)} not in the exposition yet: the drift branch adds them")
+    stored = get(scraped.prometheus, f"/api/v1/series?match[]={name}")
+    assert stored, f"Prometheus has no {name}"
+    assert labels <= set().union(*stored)
 
 
 def test_promtool_check_rules_passes() -> None:
