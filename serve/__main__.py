@@ -47,6 +47,8 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
                         help="seconds between looks at the model store for new, replaced or removed versions (0: off)")
     parser.add_argument("--version-policy", default=defaults.version_policy,
                         help="versions served per model: all, latest:N, or versions such as 1,3")
+    parser.add_argument("--drift-window", type=int, default=defaults.drift_window,
+                        help="rows in the drift window (over all workers) that each PSI compares with training")
     args = parser.parse_args(argv)
     return replace(defaults, **{key: value for key, value in vars(args).items()})
 

@@ -38,6 +38,8 @@ class Settings:
     watch: float = 0.0
     # Which versions of each model serve: all, latest:N, or named versions such as 1,3.
     version_policy: str = "all"
+    # Rows in the drift window: each feature's PSI compares the last this many rows with the training data.
+    drift_window: int = 10_000
     # Where workers share metrics and the repository API's load/unload state; set by the launcher.
     shared_dir: str = ""
 
@@ -54,7 +56,7 @@ class Settings:
         VersionPolicy.parse(self.version_policy)
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
-        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):
+        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes", "drift_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
 
