@@ -82,10 +82,10 @@ class Sent:
 
 
 def records(start: int, count: int, rm_shift: float = 0) -> list[list[float]]:
-    """`count` rows of the training data spread over the whole file (it is sorted by town), RM shifted."""
-    step = len(ROWS) // count
-    return [[ROWS[start + k * step][name] + (rm_shift if name == "RM" else 0) for name in FEATURES]
-            for k in range(count)]
+    """`count` rows of the training data spread evenly over the whole file (it is sorted by town, so that
+    consecutive rows would drift), from row `start` on, RM shifted."""
+    return [[ROWS[(start + k * len(ROWS) // count) % len(ROWS)][name] + (rm_shift if name == "RM" else 0)
+             for name in FEATURES] for k in range(count)]
 
 
 def send_phase(url: str, sent: Sent) -> None:
@@ -93,7 +93,7 @@ def send_phase(url: str, sent: Sent) -> None:
     mlp gets RM shifted by +2, a drift the linear model's rows do not have."""
     with httpx.Client(base_url=url, timeout=30) as http:
         for k in range(10):
-            sent.post(http, "/models/linear/predict", dict(zip(FEATURES, records(k, 1)[0])), rows=1)
+            sent.post(http, "/models/linear/predict", dict(zip(FEATURES, records(50 * k, 1)[0])), rows=1)
         for k in range(3):
             sent.post(http, "/models/mlp/predict", {"instances": records(k, 400, rm_shift=2)}, rows=400)
         for k in range(2):
