@@ -83,7 +83,7 @@ def reference(path: Path, metadata: dict[str, Any], features: Sequence[Feature])
                 and e32[-1] == np.float32(feature.maximum)):
             raise ModelLoadError(f"{problem}: the edges of {feature.name} must rise strictly from its training "
                                  f"minimum {feature.minimum:g} to its maximum {feature.maximum:g}")
-        if len(s) != len(e) + 2 or len(s) > 255 or min(s) < 0 or abs(sum(s) - 1) > 1e-6:
+        if len(s) != len(e) + 2 or len(s) > 255 or not (min(s) >= 0 and abs(sum(s) - 1) <= 1e-6):  # NaN fails too
             raise ModelLoadError(f"{problem}: {feature.name} needs {len(e) + 2} shares summing to 1 ({BIN_LAYOUT})")
     return Reference(names, edges, shares)
 
