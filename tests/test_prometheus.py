@@ -29,12 +29,10 @@ RULES = MONITORING / "prometheus-rules.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 RULE_TESTS = Path(__file__).with_name("prometheus-rules-test.yaml")
 JOB = "housing-serving"  # the job name the not-ready alert assumes
-# What Grafana fills in: 1m covers both traffic phases below at any scrape interval up to 15 s.
+# What Grafana would fill in; a minute spans the whole test, both traffic phases included.
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": JOB}
 # Probes: Prometheus's own scrapes and the fixture's readiness polls, whose numbers the test does not choose.
 PROBES = 'route!~"/metrics|/health/ready"'
-# Added by the drift work, which may not be merged yet.
-DRIFT_SERIES = ("serve_out_of_range_total", "serve_feature_psi", "serve_drift_window_rows")
 ALERT_EXPR = re.compile(r"(?P<series>[a-zA-Z_:][\w:]*(\{[^}]*\})?) (==|!=|>=|<=|>|<) [0-9.]+")
 T = TypeVar("T")
 
@@ -198,12 +196,6 @@ def time_of(rfc3339: str) -> float:
     return datetime.fromisoformat(rfc3339).timestamp()
 
 
-def missing_drift_series(expr: str, scraped: Scraped) -> list[str]:
-    """The drift series `expr` reads, or the recording rule it names reads, that the server does not expose."""
-    recorded = " ".join(rule["expr"] for rule in rules() if rule.get("record") and rule["record"] in expr)
-    return [name for name in DRIFT_SERIES if name in f"{expr} {recorded}" and f"\n{name}{{" not in scraped.exposition]
-
-
 def test_prometheus_holds_exactly_the_requests_sent(scraped: Scraped) -> None:
     assert scraped.value(f"sum(serve_requests_total{{{PROBES}}})") == scraped.sent.requests
     by_status = {int(result["metric"]["status"]): float(result["value"][1])
@@ -225,8 +217,6 @@ def test_the_exposition_passes_promtool_check_metrics(scraped: Scraped) -> None:
 
 @pytest.mark.parametrize(("panel", "expr"), dashboard_queries(), ids=[name for name, _ in dashboard_queries()])
 def test_every_dashboard_query_parses_and_returns_data(scraped: Scraped, panel: str, expr: str) -> None:
-    if missing := missing_drift_series(expr, scraped):
-        pytest.skip(f"{', '.join(missing)} not in the exposition yet: the drift branch adds them")
     assert scraped.query(expr), f"{panel}: no data for {expr}"
 
 
@@ -255,8 +245,6 @@ def test_every_rule_query_parses_and_returns_data(scraped: Scraped, rule: dict[s
         assert match, f"{rule['alert']}: not `series op threshold`: {expr}"
         scraped.query(expr)  # parses and runs, with or without data
         expr = match["series"]
-    if missing := missing_drift_series(expr, scraped):
-        pytest.skip(f"{', '.join(missing)} not in the exposition yet: the drift branch adds them")
     assert scraped.query(expr), f"no data for {expr}"
 
 
@@ -274,8 +262,6 @@ def test_the_client_error_alert_is_pending_when_a_fifth_of_the_requests_are_4xx(
 
 
 def test_the_drift_alert_is_pending_for_the_shifted_feature_of_the_shifted_model(scraped: Scraped) -> None:
-    if missing := missing_drift_series("serve_feature_psi", scraped):
-        pytest.skip(f"{', '.join(missing)} not in the exposition yet: the drift branch adds them")
     drifted = {(alert["labels"]["model"], alert["labels"]["feature"]) for alert in scraped.alerts
                if alert["labels"]["alertname"] == "ServeFeatureDrift"}
     assert drifted == {("mlp", "RM")}
@@ -301,8 +287,6 @@ def rule_test_series() -> dict[str, set[str]]:
 @pytest.mark.parametrize(("name", "labels"), rule_test_series().items(), ids=list(rule_test_series()))
 def test_the_alerts_unit_tests_make_up_series_with_real_names_and_labels(scraped: Scraped, name: str,
                                                                         labels: set[str]) -> None:
-    if missing := missing_drift_series(name, scraped):
-        pytest.skip(f"{', '.join(missing)} not in the exposition yet: the drift branch adds them")
     stored = get(scraped.prometheus, f"/api/v1/series?match[]={name}")
     assert stored, f"Prometheus has no {name}"
     assert labels <= set().union(*stored)
