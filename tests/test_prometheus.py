@@ -33,7 +33,7 @@ JOB = "housing-serving"  # the job name the not-ready alert assumes
 GRAFANA_VARIABLES = {"$__rate_interval": "1m", "$job": JOB}
 # Probes: Prometheus's own scrapes and the fixture's readiness polls, whose numbers the test does not choose.
 PROBES = 'route!~"/metrics|/health/ready"'
-ALERT_EXPR = re.compile(r"(?P<series>[a-zA-Z_:][\w:]*(\{[^}]*\})?) (==|!=|>=|<=|>|<) [0-9.]+")
+ALERT_EXPR = re.compile(r"(?P<series>[a-zA-Z_:][\w:]*(\{[^}]*\})?) (==|!=|>=|<=|>|<) (?P<threshold>[0-9.]+)")
 T = TypeVar("T")
 
 
@@ -225,6 +225,17 @@ def test_every_dashboard_panel_reads_the_data_source_variable() -> None:
     assert "DS_PROMETHEUS" in {variable["name"] for variable in dashboard["templating"]["list"]}
     sources = [item["datasource"] for panel in dashboard["panels"] for item in (panel, *panel["targets"])]
     assert all(source == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"} for source in sources)
+
+
+def test_the_dashboards_threshold_lines_are_the_alerts_thresholds() -> None:
+    alerts = {rule["alert"]: ALERT_EXPR.fullmatch(rule["expr"].strip()) for rule in rules() if "alert" in rule}
+    thresholds = {name: float(match["threshold"]) for name, match in alerts.items() if match}
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    defaults = {panel["title"]: panel["fieldConfig"]["defaults"] for panel in panels}
+    lines = {title: {step["value"] for step in config["thresholds"]["steps"]} - {None}
+             for title, config in defaults.items() if "thresholds" in config}
+    assert lines["Drift: PSI per feature"] == {0.1, thresholds["ServeFeatureDrift"]}  # 0.1: a moderate shift
+    assert lines["Error ratio"] == {thresholds["ServeServerErrors"], thresholds["ServeClientErrors"]}
 
 
 def test_the_dashboards_job_variable_lists_the_scraped_job(scraped: Scraped) -> None:
