@@ -278,7 +278,7 @@ def test_the_drift_alert_is_pending_for_the_shifted_feature_of_the_shifted_model
     assert drifted == {("mlp", "RM")}
 
 
-def test_the_not_ready_alerts_series_is_0_once_the_server_is_gone(scraped: Scraped) -> None:
+def test_the_not_ready_condition_holds_once_the_server_is_gone_and_not_before(scraped: Scraped) -> None:
     [alert] = [rule for rule in rules() if rule.get("alert") == "ServeNotReady"]
     assert scraped.value(alert["expr"]) is None
     until(lambda: value(scraped.prometheus, alert["expr"], time.time()) == 0, 15,
