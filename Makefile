@@ -10,8 +10,8 @@ KSERVE_VENV := .venv-kserve
 # e.g. `make bench BENCH_ARGS=--quick`
 BENCH_ARGS ?=
 # Debian packages the test suite drives for real (browser test, container test, benchmark smoke test,
-# qemu-user for training on an emulated CPU of the other vendor).
-APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk qemu-user
+# qemu-user for training on an emulated CPU of the other vendor, Prometheus and promtool).
+APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk qemu-user prometheus
 
 .PHONY: run test soak export bench protos system-deps bench-deps clean
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+import numpy as np
 import onnx
 
 from export import reproducible
@@ -15,6 +16,8 @@ from export.parity import Golden
 from export.schema import FEATURE_NAMES, FEATURES, INPUT_NAME, OUTPUT_NAME, TARGET
 
 PRODUCER = "housing-serving export"
+# The drift reference's bins start from the training deciles (0%, 10%, ..., 100%).
+DRIFT_QUANTILES = np.linspace(0.0, 1.0, 11)
 
 
 def build(
@@ -38,6 +41,7 @@ def build(
         "feature_names": _json(list(FEATURE_NAMES)),
         "features_used": _json(list(features_used)),
         "features": _json(_feature_statistics(dataset)),
+        "drift_reference": _json(_drift_reference(dataset)),
         "target": _json({"name": TARGET.name, "description": TARGET.description, "unit": TARGET.unit}),
         "metrics": _json({"in_sample": in_sample.as_dict(), "cv": {**cv.as_dict(), "folds": FOLDS}}),
         "data_sha256": dataset.sha256,
@@ -69,6 +73,25 @@ def _feature_statistics(dataset: Dataset) -> list[dict[str, Any]]:
          "min": float(lo), "max": float(hi), "mean": float(mean), "std": float(std)}
         for c, lo, hi, mean, std in columns
     ]
+
+
+def _drift_reference(dataset: Dataset) -> list[dict[str, Any]]:
+    """Per feature the bin edges and the share of training rows in each bin, which serve compares recent
+    requests against. Edges are the unique training deciles, taken as data values (inverted CDF), so ties
+    collapse them (CHAS is 0/1, ZN mostly 0, RAD has 9 values); the shares come from the bins the training
+    rows actually fall in. A feature with edges e_0 < ... < e_k has k + 3 bins: below e_0 (the training
+    minimum), [e_i, e_i+1) for each i, exactly e_k (the maximum, where B's 396.9 ties pile up), above e_k.
+    Rows are binned in float32, the precision requests arrive in, as the range check compares them."""
+    reference = []
+    for column, values in zip(FEATURES, dataset.features.T):
+        edges = np.unique(np.quantile(values, DRIFT_QUANTILES, method="inverted_cdf"))
+        edges32 = edges.astype(np.float32)
+        # One more upper bound, the next float32 after the maximum, splits "exactly e_k" from "above e_k".
+        uppers = np.append(edges32, np.nextafter(edges32[-1], np.float32(np.inf)))
+        bins = np.searchsorted(uppers, values.astype(np.float32), side="right")
+        shares = np.bincount(bins, minlength=len(edges) + 2) / len(values)
+        reference.append({"name": column.name, "edges": edges.tolist(), "shares": shares.tolist()})
+    return reference
 
 
 def _json(value: Any) -> str:

@@ -50,6 +50,8 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
     parser.add_argument("--otlp-endpoint", default=defaults.otlp_endpoint,
                         help="send a trace span per request there, OTLP over HTTP, e.g. http://collector:4318 "
                         "(default: no tracing)")
+    parser.add_argument("--drift-window", type=int, default=defaults.drift_window,
+                        help="rows in the drift window (over all workers) that each PSI compares with training")
     args = parser.parse_args(argv)
     return replace(defaults, **{key: value for key, value in vars(args).items()})
 

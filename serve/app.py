@@ -107,9 +107,13 @@ async def model_metadata(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    exposition = service_of(request.scope).metrics
-    assert exposition is not None
-    return Response(exposition.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(service_of(request.scope).exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def drift_report(request: Request) -> Response:
+    params = request.path_params
+    return Response(service_of(request.scope).drift_document(params["model"], params.get("version")),
+                    media_type="application/json")
 
 
 async def openapi_document(request: Request) -> Response:
@@ -191,6 +195,8 @@ routes = [
     Route("/models", list_models),
     Route("/models/{model}", model_metadata),
     Route("/models/{model}/versions/{version}", model_metadata),
+    Route("/models/{model}/drift", drift_report),
+    Route("/models/{model}/versions/{version}/drift", drift_report),
     # Open Inference Protocol (KServe V2)
     Route("/v2", v2_server),
     Route("/v2/health/live", live),

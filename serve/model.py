@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from serve import drift
 from serve.errors import MAX_NAME_CHARS, ModelLoadError
 
 # The keys export writes into the ONNX metadata_props: the whole contract between export and serve.
@@ -21,7 +22,7 @@ REQUIRED_METADATA = (
     "features", "target", "metrics", "data_sha256", "training_environment", "golden",
 )
 JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "training_environment",
-                 "hyperparameters", "golden")
+                 "hyperparameters", "golden", drift.REFERENCE_KEY)
 # An entry without "aliases" is refused like one without "unit", not read as having none: the metadata is
 # the contract, and a model from an older export would otherwise refuse, alone, the names the others accept.
 FEATURE_KEYS = ("name", "description", "unit", "aliases", "min", "max", "mean", "std")
@@ -56,6 +57,7 @@ class Model:
             for f in metadata["features"]
         )
         self.feature_names = tuple(f.name for f in self.features)
+        self.drift_reference = drift.reference(path, metadata, self.features)
         published = [(i, spelling) for i, f in enumerate(self.features) for spelling in (f.name, *f.aliases)]
         # Every name and alias a request may use, lower-cased (they are case-insensitive) -> feature index.
         self.index = {spelling.lower(): i for i, spelling in published}

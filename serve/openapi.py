@@ -82,8 +82,27 @@ def _common_schemas() -> dict[str, Any]:
                                                           for key in ("version", "state", "reason")}}}
     head = {"model": {"type": "string"}, "version": {"type": "string"},
             "warnings": {"type": "array", "items": {"$ref": "#/components/schemas/Warning"}}}
+    numbers = {"type": "array", "items": {"type": "number"}}
+    nullable_numbers = {**numbers, "nullable": True}
+    drift_feature = {"type": "object", "required": ["name", "psi", "out_of_range", "edges", "training_share",
+                                                    "recent_share"], "properties": {
+        "name": {"type": "string"}, "psi": {"type": "number", "nullable": True},
+        "out_of_range": {"type": "integer", "description": "values outside the training range since start-up"},
+        "edges": numbers, "training_share": nullable_numbers, "recent_share": nullable_numbers}}
+    drift = {"type": "object", "required": ["model", "version", "reference", "window", "rows_seen", "epsilon", "bins",
+                                            "features"], "properties": {
+        "model": {"type": "string"}, "version": {"type": "string"},
+        "reference": {"type": "boolean", "description": "whether the metadata has a drift reference (else no PSI)"},
+        "reason": {"type": "string"},
+        "window": {"type": "object", "required": ["size", "rows", "definition"], "properties": {
+            "size": {"type": "integer"}, "rows": {"type": "integer"}, "definition": {"type": "string"}}},
+        "rows_seen": {"type": "integer", "description": "rows predicted since start-up, over all workers"},
+        "epsilon": {"type": "number", "description": "floor of each bin's share in the PSI"},
+        "bins": {"type": "string", "description": "the bins the shares are of, given the edges"},
+        "features": {"type": "array", "items": drift_feature}}}
     return {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        "Drift": drift,
         "Warning": warning,
         "Prediction": {"type": "object", "properties": {**head, "prediction": {"type": "number"}},
                        "required": ["model", "version", "prediction", "warnings"], "additionalProperties": False},
@@ -135,6 +154,14 @@ def document(versions: dict[str, dict[str, Model]], max_batch: int, auth: bool) 
             "summary": "One version's metadata", "parameters": [model_parameter, version_parameter],
             "responses": {"200": _json({"$ref": "#/components/schemas/ModelMetadata"}, "Model metadata"),
                           **_errors(404)}}},
+        "/models/{model}/drift": {"get": {
+            "summary": "Drift of a model's newest version: per feature the PSI of the recent window against the "
+                       "training data, its bins with both shares, and the values outside the training range",
+            "parameters": [model_parameter],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Drift"}, "Drift"), **_errors(404)}}},
+        "/models/{model}/versions/{version}/drift": {"get": {
+            "summary": "One version's drift", "parameters": [model_parameter, version_parameter],
+            "responses": {"200": _json({"$ref": "#/components/schemas/Drift"}, "Drift"), **_errors(404)}}},
         **_repository_paths(auth),
     }
     for name, model in models.items():

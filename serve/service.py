@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from serve import __version__, openapi, page
+from serve import __version__, drift, openapi, page
 from serve.errors import ServeError
 from serve.intent import Intent
 from serve.metrics import Metrics
@@ -67,9 +67,11 @@ class Service:
         protocol calls it with no await since it resolved `served`: the version cannot go in between."""
         served.in_flight += 1
         try:
-            return await served.coalescer.predict(x)
+            y = await served.coalescer.predict(x)
         finally:
             served.in_flight -= 1
+        served.drift.count(x)  # here, where every protocol's rows pass once
+        return y
 
     def models(self) -> list[dict[str, Any]]:
         return [{"name": name, "version": served.model.version, "description": served.model.description,
@@ -78,6 +80,14 @@ class Service:
 
     def model_document(self, name: str, version: str | None = None) -> bytes:
         return orjson.dumps({**self.resolve(name, version).document, "versions": self._versions(name)})
+
+    def drift_document(self, name: str, version: str | None = None) -> bytes:
+        return orjson.dumps(self.resolve(name, version).drift.document())
+
+    def exposition(self) -> str:
+        """GET /metrics: the request metrics, then the drift series of every ready version."""
+        ready = [served.drift for by_version in self.store.snapshot.versions.values() for served in by_version.values()]
+        return self.metrics.exposition() + drift.exposition(ready)
 
     def v2_model(self, name: str, version: str | None = None) -> dict[str, Any]:
         served = self.resolve(name, version)

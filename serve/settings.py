@@ -40,6 +40,8 @@ class Settings:
     version_policy: str = "all"
     # Where spans go, OTLP over HTTP (empty: no tracing, and opentelemetry is never imported).
     otlp_endpoint: str = ""
+    # Rows in the drift window: each feature's PSI compares the last this many rows with the training data.
+    drift_window: int = 10_000
     # Where workers share metrics and the repository API's load/unload state; set by the launcher.
     shared_dir: str = ""
 
@@ -58,7 +60,7 @@ class Settings:
             raise ValueError(f"SERVE_OTLP_ENDPOINT must be an http:// or https:// URL, got {self.otlp_endpoint!r}")
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
-        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes"):
+        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes", "drift_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
 

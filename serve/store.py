@@ -23,6 +23,7 @@ from pathlib import Path
 from serve import documents
 from serve.batching import Coalescer
 from serve.codec import RecordCodec
+from serve.drift import Drift
 from serve.errors import ModelLoadError, ServeError
 from serve.intent import Intent
 from serve.model import Model
@@ -62,7 +63,8 @@ class Served:
     """A ready version and everything its requests use, built once when it loads. `in_flight` counts
     the requests running on it, so that an unload can wait for them before releasing the session."""
 
-    __slots__ = ("coalescer", "codec", "document", "in_flight", "model", "signature", "v2_codec", "v2_document")
+    __slots__ = ("coalescer", "codec", "document", "drift", "in_flight", "model", "signature", "v2_codec",
+                 "v2_document")
 
     def __init__(self, model: Model, signature: Signature, settings: Settings):
         self.model = model
@@ -70,6 +72,7 @@ class Served:
         self.codec = RecordCodec(model, settings.max_batch)
         self.v2_codec = V2Codec(model, settings.max_batch)
         self.coalescer = Coalescer(model, settings.coalesce_rows)
+        self.drift = Drift(model.name, model.version, model.drift_reference, settings.drift_window, settings.shared_dir)
         self.document = documents.model(model)
         self.v2_document = documents.v2_model(model)
         self.in_flight = 0

@@ -159,7 +159,8 @@ def test_a_bad_model_store_fails_startup_with_a_clear_message(tmp_path: Path, ca
 
 @pytest.mark.parametrize("name, value", [("SERVE_ACCESS_LOG", "yaml"), ("SERVE_BODY_TIMEOUT", "0"),
                                          ("SERVE_BODY_TIMEOUT", "nan"), ("SERVE_MAX_BATCH", "many"),
-                                         ("SERVE_GRPC_PORT", "70000"), ("SERVE_GRPC_PORT", "-1")])
+                                         ("SERVE_GRPC_PORT", "70000"), ("SERVE_GRPC_PORT", "-1"),
+                                         ("SERVE_DRIFT_WINDOW", "0")])
 def test_an_invalid_setting_fails_startup_with_a_clear_message(name: str, value: str) -> None:
     result = subprocess.run([sys.executable, "-m", "serve"], cwd=ROOT, capture_output=True, text=True, timeout=60,
                             env={name: value, "PATH": ""})
