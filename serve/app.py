@@ -236,6 +236,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         if grpc_server is not None:  # uvicorn has drained HTTP; now new RPCs are refused and those in flight finish
             await grpc_server.stop(settings.graceful_timeout)
         await service.store.close()
+        # Every request and RPC has been answered and logged: their lines reach stdout before the worker exits.
+        service.access_log.close()
 
     dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))
     service.store.on_change(lambda snapshot: dispatch.index(snapshot.latest))
