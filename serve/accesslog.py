@@ -37,8 +37,8 @@ def _second(second: int) -> str:
 
 def timestamp(now: float) -> str:
     """`logging`'s default asctime (local time, milliseconds after a comma), formatted once per second."""
-    second = int(now)
-    return f"{_second(second)},{int((now - second) * 1000):03d}"
+    milliseconds = int(now * 1000)
+    return f"{_second(milliseconds // 1000)},{milliseconds % 1000:03d}"
 
 
 class AccessLog:
