@@ -32,11 +32,24 @@ def figure(entry: dict[str, Any] | None, key: str) -> float | None:
 def ratio(results: dict[str, Any], a: str, b: str, rows: int, connections: int) -> float | None:
     """req/s of `a` over `b`: the median of the per-round ratios. The two ran back to back in each round, so
     a round in which the shared machine was busy lowers both and cancels out, which medians of each do not."""
+    ratios = [x / y for x, y in _rounds(results, a, b, rows, connections, "req_per_s_rounds") if y]
+    return statistics.median(ratios) if ratios else None
+
+
+def cpu_ratio(results: dict[str, Any], a: str, b: str, rows: int, connections: int) -> float | None:
+    """Requests per server CPU-second of `a` over `b` (the median of the per-round ratios): the req/s ratio if
+    each had its core to itself, which a busy shared machine does not give (see the README's Performance)."""
+    ratios = [y / x for x, y in _rounds(results, a, b, rows, connections, "server_cpu_us_per_request_rounds") if x]
+    return statistics.median(ratios) if ratios else None
+
+
+def _rounds(results: dict[str, Any], a: str, b: str, rows: int, connections: int,
+            key: str) -> list[tuple[float, float]]:
+    """The two points' figures round by round, where both were measured."""
     first, second = point(results, a, rows, connections), point(results, b, rows, connections)
     if first is None or second is None:
-        return None
-    pairs = [(x, y) for x, y in zip(first["req_per_s_rounds"], second["req_per_s_rounds"], strict=False) if y]
-    return statistics.median(x / y for x, y in pairs) if pairs else None
+        return []
+    return list(zip(first.get(key, []), second.get(key, []), strict=False))
 
 
 def widest(results: dict[str, Any]) -> int:
@@ -91,6 +104,12 @@ def serving_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
                lambda v: v >= JSON_LOG_RATIO_GOAL),
         _check(f"defaults (text access log) / access log off, 1 record, c={c_max} (req/s)",
                ratio(results, "ours-default", "ours", 1, c_max), "(reported)", None),
+        _check(f"defaults / ceiling by server CPU time per request, 1 record, c={c_max}",
+               cpu_ratio(results, "ours-default", "ceiling", 1, c_max), "(context)", None),
+        _check(f"JSON access log / ceiling by server CPU time per request, 1 record, c={c_max}",
+               cpu_ratio(results, "ours-json-log", "ceiling", 1, c_max), "(context)", None),
+        _check(f"access log off / ceiling by server CPU time per request, 1 record, c={c_max}",
+               cpu_ratio(results, "ours", "ceiling", 1, c_max), "(context)", None),
     ]
 
 
@@ -127,13 +146,14 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
         "",
     ]
     c_max = widest(results)
-    default = ratio(results, "ours-default", "ceiling", 1, c_max)
-    if default is not None:
-        json_log = ratio(results, "ours-json-log", "ceiling", 1, c_max)
+    if point(results, "ours-default", 1, c_max) is not None:
+        by_rps, by_cpu = ({target: _x(of(results, target, "ceiling", 1, c_max))
+                           for target in ("ours-default", "ours-json-log", "ours")} for of in (ratio, cpu_ratio))
         lines += [f"**The default configuration** (`python -m serve` as it starts: text access log on, gRPC on) "
-                  f"answers **{_x(default)}** the ceiling's requests/s, one record per request at c={c_max}; with "
-                  f"`--access-log json` {_x(json_log)}, with `--access-log off` "
-                  f"{_x(ratio(results, 'ours', 'ceiling', 1, c_max))}.", ""]
+                  f"answers **{by_rps['ours-default']}** the ceiling's requests/s, one record per request at "
+                  f"c={c_max}; with `--access-log json` {by_rps['ours-json-log']}, with `--access-log off` "
+                  f"{by_rps['ours']}. By server CPU time per request, which the share of a busy machine's core does "
+                  f"not sway: {by_cpu['ours-default']}, {by_cpu['ours-json-log']} and {by_cpu['ours']}.", ""]
     if results.get("skipped"):
         lines += [f"Not measured: {results['skipped']}.", ""]
     lines += ["## Headline: ratios measured in the same run (req/s)", "",
@@ -156,14 +176,14 @@ def details(results: dict[str, Any]) -> str:
     lines = []
     if http:
         lines += ["", "## HTTP, medians of the rounds", "",
-                  "| target | rows | conns | rounds | req/s | rows/s | p50 ms | p99 ms | non-2xx | socket errors |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| target | rows | conns | rounds | req/s | rows/s | p50 ms | p99 ms | non-2xx | socket errors "
+                  "| server CPU µs/request |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for e in http["points"]:
             few = " (few)" if e["requests"] < FEW_REQUESTS * e["rounds"] else ""
             lines.append(f"| {TARGETS[e['target']].label} | {e['rows']:,} | {e['connections']} | {e['rounds']} | "
                          f"{e['req_per_s']:,.0f}{few} | {e['rows_per_s']:,.0f} | {e['p50_ms']:.3f} | "
-                         f"{e['p99_ms']:.3f} | {e['non_2xx']} | "
-                         f"{e['socket_errors']} |")
+                         f"{e['p99_ms']:.3f} | {e['non_2xx']} | {e['socket_errors']} | "
+                         f"{e.get('server_cpu_us_per_request', 0):.1f} |")
         lines += ["", f"(few): under {FEW_REQUESTS} answers per run completed, a coarse figure; wrk counts no answer "
                   "still in flight when a run ends.", "",
                   "| server | cold start (process start to first right answer) | RSS at ready -> after the run | "
