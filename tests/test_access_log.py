@@ -74,6 +74,17 @@ def test_a_graceful_stop_writes_every_json_line_in_order(tmp_path: Path) -> None
     assert {(e["status"], e["model"], e["version"], e["method"]) for e in predictions} == {(200, "linear", "1", "POST")}
 
 
+def test_two_workers_on_one_stdout_write_whole_lines_and_a_stop_loses_none(tmp_path: Path) -> None:
+    with running_server(tmp_path, "--workers", "2") as server:
+        for n in range(400):  # a new connection each time, so both workers take a share
+            with httpx.Client(base_url=server.url) as http:
+                predict(http, n)
+        stop(server)
+        log = server.log()
+    assert sorted(request_ids(log.splitlines())) == sorted(f"n-{n}" for n in range(400))
+    assert len(set(re.findall(r"Started server process \[(\d+)\]", log))) == 2
+
+
 def test_a_stdout_nobody_reads_drops_whole_lines_and_never_stalls_a_request(tmp_path: Path) -> None:
     requests = 3000
     with running_server(tmp_path, "--access-log-buffer", "65536", stdout=subprocess.PIPE) as server:
