@@ -11,8 +11,10 @@ BASELINES = ("mlserver", "naive")
 GRID_TARGETS = ("ceiling", "ours", "ours-v2-json", "ours-v2-binary", "mlserver", "naive")
 # The serving issue's large-batch check: 10,000 rows at one connection, binary against JSON.
 LARGE_BATCH = 10_000
+# The default configuration and the JSON log, measured at one point: single records at the most connections.
+CONFIG_TARGETS = ("ours-default", "ours-json-log")
 # The issues' goals are judged on single-row requests to these targets; those points get `goal_rounds`.
-GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json")
+GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json", *CONFIG_TARGETS)
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,7 @@ class Plan:
     def points(self) -> list[Point]:
         grid = [Point(t, r, c) for t in GRID_TARGETS if t in self.targets for r in self.rows for c in self.connections]
         extra = [Point(t, LARGE_BATCH, 1) for t in ("ours", "ours-v2-json", "ours-v2-binary") if t in self.targets]
-        if "ours-log" in self.targets:
-            extra.append(Point("ours-log", 1, max(self.connections)))
+        extra += [Point(t, 1, max(self.connections)) for t in CONFIG_TARGETS if t in self.targets]
         return grid + extra
 
     def rounds_for(self, point: Point) -> int:
@@ -44,12 +45,12 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 100, 1000), connections=(1, 8, 64), rounds=3,
+    quick=False, targets=(*GRID_TARGETS, *CONFIG_TARGETS), rows=(1, 100, 1000), connections=(1, 8, 64), rounds=3,
     goal_rounds=7, seconds=2, inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05,
     sections=SECTIONS,
 )
 QUICK = Plan(
-    quick=True, targets=(*GRID_TARGETS, "ours-log"), rows=(1, 1000), connections=(1, 64), rounds=1, goal_rounds=1,
+    quick=True, targets=(*GRID_TARGETS, *CONFIG_TARGETS), rows=(1, 1000), connections=(1, 64), rounds=1, goal_rounds=1,
     seconds=1,
     inprocess_sizes=(1, 100, 10_000, 100_000), inprocess_block_seconds=0.01, sections=("inprocess", "http", "workers"),
 )

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 
+from benchmarks.plan import CONFIG_TARGETS
 from benchmarks.targets import TARGETS
 
 HTTP_PLOT = "http.png"
@@ -29,7 +30,7 @@ def write(results: dict[str, Any], directory: Path) -> list[str]:
 
 
 def _http(points: list[dict[str, Any]], path: Path) -> None:
-    grid = [p for p in points if p["target"] != "ours-log"]
+    grid = [p for p in points if p["target"] not in CONFIG_TARGETS]
     targets = list(dict.fromkeys(p["target"] for p in grid))
     connections = sorted({p["connections"] for p in grid})
     widest = max(connections)

@@ -96,7 +96,7 @@ def _checked_endpoints(points: list[Point], running: dict[str, servers.Server], 
                 raise RuntimeError(f"{name}, {rows} rows: wrong answer: {problem}")
             checks[f"{name}/{rows}"] = "200, predictions match" if predictions else "200, JSON (constant answer)"
             bodies[rows] = (write_body(work / "bodies", f"{name}-{rows}", request), request)
-        endpoints[name] = Endpoint(server.url, bodies)
+        endpoints[name] = Endpoint(server.url, bodies, server.cpu_seconds)
     return endpoints, checks
 
 

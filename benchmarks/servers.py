@@ -4,6 +4,7 @@ right answer, measured (RSS) and stopped. Every wait is bounded."""
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import subprocess
@@ -83,6 +84,11 @@ class Server:
         children = _children(self.process.pid)
         return [_rss_kib(pid) / 1024 for pid in (children or [self.process.pid])]
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time of the server so far: the process and its live workers, all threads."""
+        return sum(_cpu_ticks(pid) for pid in [self.process.pid, *_children(self.process.pid)]) / os.sysconf(
+            "SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -129,6 +135,14 @@ def _children(pid: int) -> list[int]:
                 if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
     except OSError:
         return []
+
+
+def _cpu_ticks(pid: int) -> int:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
 
 
 def _rss_kib(pid: int) -> int:

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks import payloads
 from benchmarks.paths import BENCH_PYTHON, MODEL_DIR
 from benchmarks.payloads import Answer, Request
-from benchmarks.servers import HOST, ServerSpec, write_mlserver_config
+from benchmarks.servers import HOST, ServerSpec, free_port, write_mlserver_config
 
 # Where the bench writes the pipeline the baselines load (relative to the work dir).
 PIPELINE = Path("linear") / "model.joblib"
@@ -22,6 +22,11 @@ UVICORN_FLAGS = ["--host", HOST, "--loop", "uvloop", "--http", "httptools", "--n
 def _ours(access_log: str, workers: int, port: int, work: Path) -> list[str]:
     return [sys.executable, "-m", "serve", "--port", str(port), "--model-dir", str(MODEL_DIR),
             "--access-log", access_log, "--workers", str(workers), "--grpc-port", "0"]
+
+
+def _ours_as_started(flags: list[str], port: int, work: Path) -> list[str]:
+    """`python -m serve` with its defaults (text access log, gRPC on) but for the ports and `flags`."""
+    return [sys.executable, "-m", "serve", "--port", str(port), "--grpc-port", str(free_port()), *flags]
 
 
 def _ceiling(port: int, work: Path) -> list[str]:
@@ -41,7 +46,8 @@ def _mlserver(port: int, work: Path) -> list[str]:
 
 SERVERS = {
     "ours": ServerSpec("ours", partial(_ours, "off", 1)),
-    "ours-log": ServerSpec("ours-log", partial(_ours, "text", 1)),
+    "ours-default": ServerSpec("ours-default", partial(_ours_as_started, [])),
+    "ours-json-log": ServerSpec("ours-json-log", partial(_ours_as_started, ["--access-log", "json"])),
     # 2 workers against 1, both unpinned: the only comparison where the server may use both cores.
     "ours-1-worker": ServerSpec("ours-1-worker", partial(_ours, "off", 1)),
     "ours-2-workers": ServerSpec("ours-2-workers", partial(_ours, "off", 2)),
@@ -72,7 +78,10 @@ TARGETS = {target.name: target for target in [
     Target("ours-v2-binary", "ours: V2 binary FP32", "ours", payloads.v2_binary_request, payloads.v2_answer),
     Target("ours-1-worker", "ours: 1 worker, unpinned", "ours-1-worker", OURS_RECORD, payloads.record_answer),
     Target("ours-2-workers", "ours: 2 workers, unpinned", "ours-2-workers", OURS_RECORD, payloads.record_answer),
-    Target("ours-log", "ours: /models, text access log on", "ours-log", OURS_RECORD, payloads.record_answer),
+    Target("ours-default", "ours: /models, defaults as `python -m serve` starts (text access log, gRPC on)",
+           "ours-default", OURS_RECORD, payloads.record_answer),
+    Target("ours-json-log", "ours: /models, defaults but `--access-log json`", "ours-json-log", OURS_RECORD,
+           payloads.record_answer),
     Target("mlserver", "MLServer 1.7.1 sklearn runtime, V2 JSON", "mlserver", payloads.v2_json_request,
            payloads.v2_answer),
     Target("naive", "naive: FastAPI + pydantic + pandas + sklearn", "naive",

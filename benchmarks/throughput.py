@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,16 @@ class Point:
     connections: int
 
 
+def _unmeasured() -> float:
+    return 0.0
+
+
 @dataclass(frozen=True)
 class Endpoint:
-    """A target's server, and its request bodies written to files for wrk."""
+    """A target's server, its request bodies written to files for wrk, and its CPU time so far."""
     url: str
     bodies: dict[int, tuple[Path, Request]]
+    cpu_seconds: Callable[[], float] = _unmeasured
 
 
 @dataclass(frozen=True)
@@ -48,8 +53,15 @@ class Summary:
             "requests": sum(run.requests for run in self.runs),
             "non_2xx": sum(run.non_2xx for run in self.runs), "socket_errors": sum(run.errors for run in self.runs),
             "req_per_s_rounds": [run.rps for run in self.runs],
+            # Unlike req/s, not raised or lowered by the share of the core the shared machine leaves the server.
+            "server_cpu_us_per_request": self.median(_cpu_us_per_request),
+            "server_cpu_us_per_request_rounds": [_cpu_us_per_request(run) for run in self.runs],
             "p99_ms_rounds": [run.p99_ms for run in self.runs],
         }
+
+
+def _cpu_us_per_request(run: wrk.Run) -> float:
+    return run.server_cpu_s / run.requests * 1e6 if run.requests else 0.0
 
 
 def write_body(directory: Path, name: str, request: Request) -> Path:
@@ -72,8 +84,9 @@ def run_rounds(points: list[Point], endpoints: dict[str, Endpoint], rounds: Call
                 continue
             endpoint = endpoints[point.target]
             body_file, request = endpoint.bodies[point.rows]
-            runs[point].append(wrk.run(endpoint.url + request.path, body_file, request.headers,
-                                       point.connections, seconds, pin))
+            cpu_before = endpoint.cpu_seconds()
+            run = wrk.run(endpoint.url + request.path, body_file, request.headers, point.connections, seconds, pin)
+            runs[point].append(replace(run, server_cpu_s=endpoint.cpu_seconds() - cpu_before))
     return [Summary(point, runs[point]) for point in points]
 
 

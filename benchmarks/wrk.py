@@ -23,6 +23,8 @@ class Run:
     p50_ms: float
     p99_ms: float
     mean_ms: float
+    # CPU time the server used during the run (every process and thread of it), when the caller measured it.
+    server_cpu_s: float = 0.0
 
     @property
     def rps(self) -> float:

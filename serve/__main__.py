@@ -35,6 +35,8 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
     parser.add_argument("--ort-threads", type=int, default=defaults.ort_threads,
                         help="onnxruntime threads per session (keep threads x workers <= cores)")
     parser.add_argument("--access-log", choices=ACCESS_LOG_FORMATS, default=defaults.access_log)
+    parser.add_argument("--access-log-buffer", type=int, default=defaults.access_log_buffer,
+                        help="bytes of access log lines that may wait for a slow stdout (whole lines beyond: dropped)")
     parser.add_argument("--max-batch", type=int, default=defaults.max_batch)
     parser.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes)
     parser.add_argument("--body-timeout", type=float, default=defaults.body_timeout,
@@ -56,23 +58,18 @@ def parse_args(argv: list[str], defaults: Settings) -> Settings:
     return replace(defaults, **{key: value for key, value in vars(args).items()})
 
 
-def log_config(settings: Settings) -> dict[str, Any]:
+def log_config() -> dict[str, Any]:
     config: dict[str, Any] = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {
-            "default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
-            "bare": {"format": "%(message)s"},
-        },
+        # The access log is not a logger: serve/accesslog.py writes its lines to stdout.
+        "formatters": {"default": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
         "handlers": {
             "default": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"},
-            "access": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout",
-                       "formatter": "bare" if settings.access_log == "json" else "default"},
         },
         "loggers": {
             "uvicorn": {"handlers": ["default"], "level": "INFO", "propagate": False},
             "serve": {"handlers": ["default"], "level": "INFO", "propagate": False},
-            "serve.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
         },
     }
     return config
@@ -90,7 +87,7 @@ async def check_store(settings: Settings) -> list[Entry]:
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = parse_args(sys.argv[1:] if argv is None else argv, Settings.from_env())
-        logging.config.dictConfig(log_config(settings))
+        logging.config.dictConfig(log_config())
         # Fail here, in one process, rather than in every worker: never a half-alive server.
         index = asyncio.run(check_store(settings))
     except (ModelLoadError, ValueError) as exc:
@@ -111,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uvicorn.run(
             "serve.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-            loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=log_config(settings),
+            loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=log_config(),
             timeout_graceful_shutdown=int(settings.graceful_timeout),
         )
     finally:

@@ -253,6 +253,8 @@ def create_app(settings: Settings | None = None) -> ASGIApp:
         await service.store.close()
         if tracing is not None:
             tracing.shutdown()
+        # Every request and RPC has been answered and logged: their lines reach stdout before the worker exits.
+        service.access_log.close()
 
     dispatch = Dispatch(Router(routes=routes, lifespan=lifespan))
     service.store.on_change(lambda snapshot: dispatch.index(snapshot.latest))

@@ -24,6 +24,8 @@ UNMATCHED_ROUTE = "unmatched"
 _N_BUCKETS = len(LATENCY_BUCKETS) + 1
 # Per (route, model, version) series: requests by status | latency buckets | latency sum | rows predicted.
 _SERIES_SIZE = len(STATUSES) + _N_BUCKETS + 2
+# Before the series, one counter of the worker's own: access log lines dropped.
+_HEADER = 1
 _INITIAL_SERIES = 64
 
 Key = tuple[str, str, str]  # route template, model, version
@@ -49,8 +51,12 @@ class Metrics:
         if rows:
             values[offset + _SERIES_SIZE - 1] += rows
 
+    def access_log_dropped(self, lines: int) -> None:
+        """This worker's total of access log lines dropped so far."""
+        self._values[0] = lines
+
     def _add(self, key: Key) -> int:
-        offset = len(self._offsets) * _SERIES_SIZE
+        offset = _HEADER + len(self._offsets) * _SERIES_SIZE
         if offset + _SERIES_SIZE > len(self._values):
             self._grow()
         self._offsets[key] = offset
@@ -61,7 +67,7 @@ class Metrics:
         return offset
 
     def _mapping(self, series: int) -> mmap.mmap:
-        size = series * _SERIES_SIZE * 8
+        size = (_HEADER + series * _SERIES_SIZE) * 8
         if self._file is None:
             return mmap.mmap(-1, size)
         with open(self._file, "a+b") as file:
@@ -70,30 +76,33 @@ class Metrics:
 
     def _grow(self) -> None:
         old_map, old_values = self._map, self._values
-        self._map = self._mapping(2 * len(old_values) // _SERIES_SIZE)
+        self._map = self._mapping(2 * (len(old_values) - _HEADER) // _SERIES_SIZE)
         self._values = memoryview(self._map).cast("d")
         if self._file is None:  # an anonymous map starts empty: carry the counts over
             self._values[:len(old_values)] = old_values
         old_values.release()
         old_map.close()
 
-    def _totals(self) -> dict[Key, np.ndarray]:
+    def _totals(self) -> tuple[dict[Key, np.ndarray], np.ndarray]:
+        """Every series' counters, and the workers' own counters, summed over the workers."""
         totals: dict[Key, np.ndarray] = defaultdict(lambda: np.zeros(_SERIES_SIZE))
         if self._file is None:
             counters = np.frombuffer(self._map, dtype=np.float64)
             for key, offset in self._offsets.items():
                 totals[key] += counters[offset:offset + _SERIES_SIZE]
-            return totals
+            return totals, counters[:_HEADER].copy()
+        header = np.zeros(_HEADER)
         for keys_path in Path(self._directory).glob("metrics-*.json"):
             keys = json.loads(keys_path.read_text())
             counters = np.fromfile(keys_path.with_suffix(".bin"), dtype=np.float64)
+            header += counters[:_HEADER]
             for route, model, version, offset in keys:
                 totals[(route, model, version)] += counters[offset:offset + _SERIES_SIZE]
-        return totals
+        return totals, header
 
     def exposition(self) -> str:
         """The Prometheus text format (version 0.0.4)."""
-        totals = self._totals()
+        totals, header = self._totals()
         requests = ["# HELP serve_requests_total HTTP requests answered, by route template, model, version and status.",
                     "# TYPE serve_requests_total counter"]
         latency = ["# HELP serve_request_duration_seconds Time from request start to the last response byte.",
@@ -116,4 +125,7 @@ class Metrics:
                 predicted[(model, version)] += float(series[-1])
         rows += [f'serve_rows_predicted_total{{model="{m}",version="{v}"}} {n:.0f}'
                  for (m, v), n in sorted(predicted.items())]
-        return "\n".join(requests + latency + rows) + "\n"
+        dropped = ["# HELP serve_access_log_dropped_lines_total Access log lines dropped: stdout was closed or did "
+                   "not keep up.", "# TYPE serve_access_log_dropped_lines_total counter",
+                   f"serve_access_log_dropped_lines_total {header[0]:.0f}"]
+        return "\n".join(requests + latency + rows + dropped) + "\n"

@@ -13,13 +13,13 @@ import orjson
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serve.accesslog import AccessLog, timestamp
 from serve.asgi import BodyReader, header, send_json
 from serve.errors import ServeError
 from serve.metrics import NO_MODEL, UNMATCHED_ROUTE
 from serve.service import Service
 
 logger = logging.getLogger("serve")
-access_logger = logging.getLogger("serve.access")
 _MAX_REQUEST_ID = 128
 # Where serve.tracing leaves the request's trace id (that module loads only when tracing is on).
 TRACE_ID = "serve.trace_id"
@@ -99,24 +99,26 @@ class Frontdoor:
         service = self.service
         service.metrics.observe(route.path if route is not None else UNMATCHED_ROUTE, model, version,
                                 status, seconds, scope.get("serve.rows", 0))
-        if service.settings.access_log != "off" and access_logger.isEnabledFor(logging.INFO):
+        if service.settings.access_log != "off":
             client = scope.get("client") or ("-", 0)
-            log_access(service.settings.access_log, f"{client[0]}:{client[1]}", scope["method"], scope["path"],
-                       status, seconds, request_id, model, version, scope.get(TRACE_ID, ""))
+            log_access(service.access_log, service.settings.access_log, f"{client[0]}:{client[1]}", scope["method"],
+                       scope["path"], status, seconds, request_id, model, version, scope.get(TRACE_ID, ""))
 
 
-def log_access(fmt: str, client: str, method: str, path: str, status: int, seconds: float, request_id: bytes,
-               model: str, version: str, trace_id: str = "") -> None:
-    """One access log line, text or JSON, for an HTTP request or a gRPC call (method "GRPC"); the trace id
-    only when tracing is on."""
+def log_access(log: AccessLog, fmt: str, client: str, method: str, path: str, status: int, seconds: float,
+               request_id: bytes, model: str, version: str, trace_id: str = "") -> None:
+    """One access log line, text or JSON, for an HTTP request or a gRPC call (method "GRPC"); the trace id only
+    when tracing is on. The text line is the one `logging` wrote before: its default asctime, level and logger
+    name, then the request."""
     if fmt == "json":
-        access_logger.info(orjson.dumps({
+        log.write(orjson.dumps({
             "time": time.time(), "client": client, "method": method, "path": path, "status": status,
             "duration_ms": round(seconds * 1000, 3), "request_id": request_id.decode(),
             **({"model": model, "version": version} if version else {}),
             **({"trace_id": trace_id} if trace_id else {}),
-        }).decode())
+        }, option=orjson.OPT_APPEND_NEWLINE))
     else:
-        access_logger.info('%s "%s %s" %d %.2fms request_id=%s%s%s', client, method, path, status, seconds * 1000,
-                           request_id.decode(), f" model={model} version={version}" if version else "",
-                           f" trace_id={trace_id}" if trace_id else "")
+        log.write(f'{timestamp(time.time())} INFO serve.access: {client} "{method} {path}" {status} '
+                  f'{seconds * 1000:.2f}ms request_id={request_id.decode()}'
+                  f'{f" model={model} version={version}" if version else ""}'
+                  f'{f" trace_id={trace_id}" if trace_id else ""}\n'.encode())

@@ -233,8 +233,9 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         service = self.service
         service.metrics.observe(f"grpc:{method}", call.model, call.version, status, seconds, call.rows)
         if service.settings.access_log != "off":
-            log_access(service.settings.access_log, context.peer(), "GRPC", f"/{SERVICE_NAME}/{method}", status,
-                       seconds, call.request_id, call.model, call.version, call.trace_id)
+            log_access(service.access_log, service.settings.access_log, context.peer(), "GRPC",
+                       f"/{SERVICE_NAME}/{method}", status, seconds, call.request_id, call.model, call.version,
+                       call.trace_id)
 
 
 class Call:

@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 
 from serve import __version__, drift, openapi, page
+from serve.accesslog import AccessLog
 from serve.errors import ServeError
 from serve.intent import Intent
 from serve.metrics import Metrics
@@ -29,6 +30,7 @@ class Service:
     settings: Settings
     store: ModelStore = field(init=False)
     metrics: Metrics = field(init=False)
+    access_log: AccessLog = field(init=False)
     # Rebuilt whenever what is served changes; requests only read them.
     openapi: bytes = b""
     page: str = ""
@@ -38,6 +40,7 @@ class Service:
         self.store = ModelStore(self.settings, Intent(Path(shared) / INTENT_FILE if shared else None))
         self.store.on_change(self._rebuild_documents)
         self.metrics = Metrics(shared)
+        self.access_log = AccessLog(self.settings.access_log_buffer, self.metrics.access_log_dropped)
 
     async def start(self) -> None:
         """Load and warm every version the store holds; readiness follows."""

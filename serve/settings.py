@@ -25,6 +25,8 @@ class Settings:
     # Bearer token required on prediction routes when set.
     auth_token: str = ""
     access_log: str = "text"
+    # Bytes of access log lines that may wait for a slow stdout; whole lines beyond are dropped and counted.
+    access_log_buffer: int = 1024 * 1024
     max_batch: int = 10_000
     max_body_bytes: int = 4 * 1024 * 1024
     # Seconds a request may take to send its body once its headers are in (408 beyond).
@@ -60,7 +62,8 @@ class Settings:
             raise ValueError(f"SERVE_OTLP_ENDPOINT must be an http:// or https:// URL, got {self.otlp_endpoint!r}")
         if self.coalesce_rows < 0 or self.max_concurrency < 0:
             raise ValueError("SERVE_COALESCE_ROWS and SERVE_MAX_CONCURRENCY must be 0 or more")
-        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes", "drift_window"):
+        for name in ("port", "workers", "ort_threads", "max_batch", "max_body_bytes", "drift_window",
+                     "access_log_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{ENV_PREFIX}{name.upper()} must be at least 1, got {getattr(self, name)}")
 

@@ -68,15 +68,17 @@ class Server:
 
 @contextmanager
 def running_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None,
-                   timeout: float = 30) -> Iterator[Server]:
+                   timeout: float = 30, stdout: int | None = None) -> Iterator[Server]:
     """`python -m serve` on a free 127.0.0.1 port, its gRPC on another, ready when this yields; stopped (SIGTERM)
-    afterwards. Servers run side by side over the suite: none may take the default gRPC port 8001."""
+    afterwards. Servers run side by side over the suite: none may take the default gRPC port 8001. Both
+    stdout (the access log) and stderr go to the log, unless `stdout` is given (subprocess.PIPE)."""
     port, grpc_port = free_port(), free_port()
     log_path = tmp_path / f"server-{port}.log"
     command = [sys.executable, "-m", "serve", "--port", str(port), "--grpc-port", str(grpc_port),
                "--model-dir", str(MODEL_DIR), *args]
     with log_path.open("w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, text=True,
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log if stdout is None else stdout,
+                                   stderr=subprocess.STDOUT if stdout is None else log, text=True,
                                    env={**os.environ, **(env or {})})
     server = Server(process, f"http://127.0.0.1:{port}", log_path, f"127.0.0.1:{grpc_port}")
     try:

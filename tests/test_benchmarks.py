@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import readme, wrk
+from benchmarks import readme, report, wrk
 from benchmarks.payloads import Request
-from benchmarks.plan import FULL
+from benchmarks.plan import FULL, QUICK
 from benchmarks.throughput import Endpoint, Point, run_rounds
 from tests.conftest import ROOT
 
@@ -24,15 +24,15 @@ from tests.conftest import ROOT
 def test_quick_run_of_ours_against_the_ceiling_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "results"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours", "--sections", "http",
+        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours,ours-default", "--sections", "http",
          "--seconds", "1", "--results", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     points = results["http"]["points"]
-    assert {p["target"] for p in points} == {"ceiling", "ours"}
-    assert all(p["requests"] > 0 and p["non_2xx"] == 0 for p in points)
+    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default"}
+    assert all(p["requests"] > 0 and p["non_2xx"] == 0 and p["server_cpu_us_per_request"] > 0 for p in points)
     assert results["http"]["answer_checks"]["ours/1"] == "200, predictions match"
     assert results["environment"]["commit"] and results["environment"]["load_average_start"]
     assert "## Headline" in (out / "results.md").read_text()
@@ -74,3 +74,40 @@ def test_the_goal_points_get_more_rounds_and_each_round_runs_a_points_targets_ba
     round_one = ["http://ceiling/1", "http://ours/1", "http://mlserver/1",
                  "http://ceiling/1000", "http://ours/1000", "http://mlserver/1000"]
     assert order == round_one * 2 + ["http://ceiling/1", "http://ours/1"] * 2
+
+
+def test_the_default_configuration_and_the_json_log_are_measured_where_the_goals_are_judged() -> None:
+    for plan in (FULL, QUICK):
+        for target in ("ours-default", "ours-json-log"):
+            point = Point(target, 1, max(plan.connections))
+            assert point in plan.points() and plan.rounds_for(point) == plan.goal_rounds
+            assert [p for p in plan.points() if p.target == target] == [point]
+
+
+def test_the_default_and_json_log_goals_are_judged_on_the_per_round_ratios_to_the_ceiling() -> None:
+    rounds = {"ceiling": [10_000, 8_000, 12_000], "ours": [9_000, 7_000, 10_800],
+              "ours-default": [9_300, 7_000, 11_400], "ours-json-log": [8_000, 7_200, 10_200]}
+    cpu_us = {"ceiling": [50, 60, 40], "ours": [55, 70, 44], "ours-default": [58, 60, 50],
+              "ours-json-log": [60, 70, 48]}
+    results = {"http": {"points": [{"target": target, "rows": 1, "connections": 64, "req_per_s_rounds": rps,
+                                    "server_cpu_us_per_request_rounds": cpu_us[target]}
+                                   for target, rps in rounds.items()]}}
+    checks = {check["check"]: check for check in report.serving_checks(results)}
+    default = checks["defaults (text access log) / ceiling, 1 record, c=64 (req/s)"]
+    assert (default["value"], default["goal"], default["met"]) == (pytest.approx(0.93), ">= 0.9", True)
+    json_log = checks["JSON access log / ceiling, 1 record, c=64 (req/s)"]
+    assert (json_log["value"], json_log["goal"], json_log["met"]) == (pytest.approx(0.85), ">= 0.85", True)
+    assert checks["defaults (text access log) / access log off, 1 record, c=64 (req/s)"]["met"] is None
+    by_cpu = checks["defaults / ceiling by server CPU time per request, 1 record, c=64"]
+    assert (by_cpu["value"], by_cpu["met"]) == (pytest.approx(50 / 58), None)  # of 50/58, 60/60 and 40/50
+
+
+def test_each_run_records_the_servers_cpu_time_per_request(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(wrk, "run", lambda *args: wrk.Run(requests=2000, seconds=1.0, errors=0, non_2xx=0,
+                                                           p50_ms=1.0, p99_ms=1.0, mean_ms=1.0))
+    counters = iter([10.0, 10.1, 10.1, 10.3])  # CPU seconds before and after each of two runs
+    endpoint = Endpoint("http://ours", {1: (tmp_path, Request("/1", b"", {}))}, lambda: next(counters))
+    [summary] = run_rounds([Point("ours", 1, 64)], {"ours": endpoint}, lambda point: 2, 1)
+    figures = summary.as_dict()
+    assert figures["server_cpu_us_per_request_rounds"] == [pytest.approx(50.0), pytest.approx(100.0)]
+    assert figures["server_cpu_us_per_request"] == pytest.approx(75.0)
