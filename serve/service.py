@@ -15,6 +15,7 @@ from serve import __version__, openapi, page
 from serve.errors import ServeError
 from serve.intent import Intent
 from serve.metrics import Metrics
+from serve.model import EXPLANATION_OUTPUTS
 from serve.settings import Settings
 from serve.store import ModelStore, Served, Snapshot, State
 
@@ -70,6 +71,35 @@ class Service:
             return await served.coalescer.predict(x)
         finally:
             served.in_flight -= 1
+
+    def resolve_explainable(self, name: str, version: str | None = None) -> Served:
+        """As `resolve`, but a version whose file has no explanation outputs is a 409, before the body is judged."""
+        served = self.resolve(name, version)
+        if not served.model.explainable:
+            model = served.model
+            raise ServeError(409, f"model {model.name!r} version {model.version} has no explanation outputs "
+                             f"({', '.join(EXPLANATION_OUTPUTS)}): its file was exported before them; it still "
+                             "predicts", model=model.name, version=model.version)
+        return served
+
+    @staticmethod
+    def explain(served: Served, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of `served`'s graph for `x`, counted in flight as `predict` is, so that an unload waits for
+        it. Not coalesced: it is not the hot path."""
+        served.in_flight += 1
+        try:
+            return served.model.explain(x)
+        finally:
+            served.in_flight -= 1
+
+    @classmethod
+    async def infer(cls, served: Served, x: np.ndarray, outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """The named outputs for `x`, always with MEDV: MEDV alone by `predict`, which fetches nothing else,
+        and by `explain` when the request names any other output (the V2 codec checked that it exists)."""
+        model = served.model
+        if {model.output_name}.issuperset(outputs):
+            return {model.output_name: await cls.predict(served, x)}
+        return cls.explain(served, x)
 
     def models(self) -> list[dict[str, Any]]:
         return [{"name": name, "version": served.model.version, "description": served.model.description,
@@ -131,4 +161,4 @@ class Service:
         versions = {name: {v: s.model for v, s in by_version.items()} for name, by_version in snapshot.versions.items()}
         auth = bool(self.settings.auth_token)
         self.openapi = orjson.dumps(openapi.document(versions, self.settings.max_batch, auth))
-        self.page = page.render({name: served.model for name, served in snapshot.latest.items()}, auth)
+        self.page = page.render(snapshot.latest, auth)
