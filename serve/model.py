@@ -22,8 +22,11 @@ REQUIRED_METADATA = (
 )
 JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "training_environment",
                  "hyperparameters", "golden", "interval", "baseline", "coefficients")
-# The graph's outputs after MEDV that explain it, in this order; the metadata 'interval', 'baseline' and the
-# golden 'extra_outputs' come with them. A file from before them has MEDV alone: it predicts, and explains nothing.
+# The graph's outputs after MEDV that explain it, in this order; the metadata 'interval', 'baseline',
+# 'explain_input' and the golden 'extra_outputs' come with them. A file from before them has MEDV alone: it
+# predicts, and explains nothing. They are computed only when a call feeds the boolean input that
+# 'explain_input' names as True (a scalar defaulting to False): onnxruntime runs every node whatever is fetched,
+# so without that gate every prediction would pay for them.
 EXPLANATION_OUTPUTS = ("MEDV_lower", "MEDV_upper", "contributions")
 # An entry without "aliases" is refused like one without "unit", not read as having none: the metadata is
 # the contract, and a model from an older export would otherwise refuse, alone, the names the others accept.
@@ -75,6 +78,7 @@ class Model:
         self.output_shapes = {o.name: [d if type(d) is int else -1 for d in o.shape] for o in session.get_outputs()}
         self.explainable = len(self.output_shapes) > 1
         self._all_outputs = list(self.output_shapes)
+        self._explain_feed = {metadata["explain_input"]: np.array(True)} if "explain_input" in metadata else {}
         # InferenceSession.run re-validates names and types and builds default RunOptions on every
         # call; the signature is checked at start-up, so the hot path calls the C++ session directly
         # with options made once (4.3 -> 3.4 us per single-row call, measured).
@@ -87,6 +91,9 @@ class Model:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Errors only: onnxruntime warns at every load that the explanation gate, an initializer a call may
+        # override, "will not be treated as constant", which is the point of it.
+        options.log_severity_level = 3
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for unreadable files
@@ -108,7 +115,8 @@ class Model:
 
     def explain(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Every output of the graph for the rows of `x`, by name (MEDV as (N, 1)); only `predict` is the hot path."""
-        return dict(zip(self._all_outputs, self._run(self._all_outputs, {self.input_name: x}, self._run_options)))
+        feed = {self.input_name: x, **self._explain_feed}
+        return dict(zip(self._all_outputs, self._run(self._all_outputs, feed, self._run_options)))
 
     def prediction(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
         """MEDV from `predict` or `explain` as (N,), NaN in the rows where any output is not finite: unusable rows."""
@@ -230,9 +238,14 @@ class Model:
         if self.explainable:
             try:
                 level, baseline = self.interval_level, self.baseline
+                gate = self.metadata["explain_input"]
             except (KeyError, TypeError, ValueError) as exc:
-                raise ModelLoadError(f"{self.path}: a model with explanation outputs needs the metadata "
-                                     "'interval' (with a level) and 'baseline' (with a value)") from exc
+                raise ModelLoadError(f"{self.path}: a model with explanation outputs needs the metadata 'interval' "
+                                     "(with a level), 'baseline' (with a value) and 'explain_input'") from exc
+            gates = [(i.name, i.type, i.shape) for i in self._session.get_overridable_initializers()]
+            if (gate, "tensor(bool)", []) not in gates:
+                raise ModelLoadError(f"{self.path}: metadata 'explain_input' names {gate!r}, but the graph has no "
+                                     f"such boolean scalar input with a default (it has {gates})")
             if not (0 < level < 1 and math.isfinite(baseline)):
                 raise ModelLoadError(f"{self.path}: metadata interval level {level!r} is not in (0, 1) or "
                                      f"baseline {baseline!r} is not finite")

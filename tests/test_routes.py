@@ -109,7 +109,11 @@ def test_the_landing_page_lists_models_features_metrics_and_a_form_each(client: 
 
 def test_the_linear_models_metadata_has_its_coefficient_table(client: TestClient) -> None:
     coefficients = client.get("/models/linear").json()["coefficients"]
-    assert coefficients[0]["term"] == "(Intercept)"
+    by_term = {row["term"]: row for row in coefficients}
+    assert list(by_term) == ["Intercept", "CRIM", "INDUS", "CHAS", "RM", "AGE", "DIS", "TAX", "LSTAT"]
+    for term, coefficient, std_error in (("Intercept", "22.5328", "0.231675"), ("CRIM", "-0.664513", "0.295568"),
+                                         ("RM", "3.35801", "0.306851")):  # the workshop's GLM table, to its digits
+        assert (f"{by_term[term]['coefficient']:.6g}", f"{by_term[term]['std_error']:.6g}") == (coefficient, std_error)
     columns = {"term", "coefficient", "std_error", "t", "p", "ci_lower", "ci_upper"}
     assert all(columns <= set(row) for row in coefficients)
     assert "coefficients" not in client.get("/models/mlp").json()
@@ -159,4 +163,4 @@ def test_the_landing_page_explains_with_an_interval_a_bar_chart_and_the_plot(cli
     page = client.get("/").text
     assert 'data-url="/models/linear/explain"' in page and 'data-url="/models/mlp/explain"' in page
     assert '<img src="/models/mlp/versions/1/plot.png"' in page and "createElementNS(SVG" in page
-    assert "<th>std. error</th>" in page and "(Intercept)" in page
+    assert "<th>std. error</th>" in page and "<td>Intercept</td><td>22.5328</td>" in page

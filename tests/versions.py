@@ -43,14 +43,15 @@ def variant(name: str, version: int, shift: float, golden_shift: float | None = 
     if "extra_outputs" in golden:  # the outputs computed from MEDV move with it: their golden values are the variant's
         session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         names = list(golden["extra_outputs"])
-        values = session.run(names, {"features": np.array(golden["inputs"], np.float32)})
+        feed = {"features": np.array(golden["inputs"], np.float32), meta["explain_input"]: np.array(True)}
+        values = session.run(names, feed)
         golden["extra_outputs"] = {name: (v.reshape(-1) if v.shape[1] == 1 else v).tolist()
                                    for name, v in zip(names, values)}
     return _with_metadata(model, {**meta, "model_version": str(version), "golden": json.dumps(golden)}, version)
 
 
 def without_explanations(name: str) -> bytes:
-    """Version 1 of `name` as an export from before explanations wrote it: MEDV the one output, no interval,
+    """Version 1 of `name` as an export from before explanations wrote it: MEDV the one output, no gate, interval,
     baseline, coefficients or golden extra outputs."""
     model = onnx.load(MODEL_DIR / name / "1" / "model.onnx")
     meta = {p.key: p.value for p in model.metadata_props}
@@ -58,7 +59,8 @@ def without_explanations(name: str) -> bytes:
     model = onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [model.graph.output[0].name])
     golden = json.loads(meta["golden"])
     golden.pop("extra_outputs", None)
-    meta = {key: value for key, value in meta.items() if key not in ("interval", "baseline", "coefficients")}
+    meta = {key: value for key, value in meta.items()
+            if key not in ("interval", "baseline", "coefficients", "explain_input")}
     return _with_metadata(model, {**meta, "golden": json.dumps(golden)}, int(meta["model_version"]))
 
 
