@@ -72,7 +72,7 @@ def linear_model(dataset: Dataset, version: int = 1) -> Exported:
 
 def mlp_model(dataset: Dataset, version: int = 1, config: mlp.Config = mlp.CHOSEN) -> Exported:
     x, y = dataset.features, dataset.target
-    oof, kept_epochs = mlp.cross_validate(config, x, y, desc="mlp")
+    oof, kept_epochs, _ = mlp.cross_validate(config, x, y, desc="mlp")
     epochs = mlp.final_epochs(config, kept_epochs)
     trained = mlp.train(config, x, y, epochs=epochs, desc="mlp refit on all rows")
     folded = mlp.fold_standardization(trained.module)
@@ -90,9 +90,11 @@ def mlp_model(dataset: Dataset, version: int = 1, config: mlp.Config = mlp.CHOSE
         hyperparameters=mlp.hyperparameters(config, epochs),
         interval=metadata.Interval(
             method=conformal.METHOD,
-            description=f"The prediction +- q, q the conformal {INTERVAL_LEVEL:.0%} quantile of the absolute "
-                        "out-of-fold residuals of the 5-fold cross-validation (one width for every row); coverage "
-                        "measured with nested folds (python -m export.conformal)",
+            description=f"The prediction +- q, q = {half_width:.4f} the conformal {INTERVAL_LEVEL:.0%} quantile of "
+                        "the absolute out-of-fold residuals of the 5-fold cross-validation (one width for every "
+                        "row); coverage and mean width measured with nested folds (python -m export.conformal), "
+                        "where the models see 4/5 of the rows and the widths come out larger; chosen there over "
+                        "CV+ on the same fold models (coverage 0.933, mean width 12.72)",
             coverage=conformal.MEASURED.coverage,
             mean_width=conformal.MEASURED.mean_width),
         baseline=float(mlp.predictor(trained.module)(reference[None])[0]),

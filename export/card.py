@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 from export.build import Exported
 from export.parity import RANDOM_ROWS
 from export.schema import CONTRIBUTIONS_NAME, EXPLAIN_NAME, INPUT_NAME, LOWER_NAME, OUTPUT_NAME, TARGET, UPPER_NAME
+from export.shapley import PARITY_ROWS
 
 
 def render(model: Exported) -> str:
@@ -82,7 +83,9 @@ def _explanations(model: Exported) -> list[str]:
     tags = model.metadata
     interval, baseline = json.loads(tags["interval"]), json.loads(tags["baseline"])
     parity = ", ".join(f"`{name}` {difference:.2g}" for name, difference in model.parity.explanations.items())
+    rows = f"the {len(model.actual)} training rows and {RANDOM_ROWS:,} random rows"
     if tags["model_name"] == "mlp":
+        rows = f"{PARITY_ROWS} of {rows} each (torch takes ~30 ms a row for the Shapley values)"
         meaning = (
             "exact interventional Shapley values with the training means as the one background point: the "
             "network is evaluated on all 2^13 = 8,192 points that take this row's values on a subset of the "
@@ -102,12 +105,14 @@ def _explanations(model: Exported) -> list[str]:
         f"`{OUTPUT_NAME}`-only call costs what it did before.",
         "",
         f"- Interval: {interval['level']:.0%}, {interval['method']}. {interval['description']}. Measured coverage "
-        f"{interval['coverage']:.3f}, mean width {interval['mean_width']:.2f} {TARGET.unit}.",
+        f"{interval['coverage']:.3f}, mean width {interval['mean_width']:.2f} {TARGET.unit}. The coverage is "
+        "marginal: on average over tracts drawn like these, not for each one; outside the training ranges, and "
+        f"at the censored {TARGET.name} = {float(model.actual.max()):g}, it promises nothing.",
         f"- Baseline: {baseline['value']:.4f} {TARGET.unit}, the {baseline['kind']}. The contributions sum to "
         f"{OUTPUT_NAME} - baseline (completeness).",
         f"- Contributions: {meaning}. They describe the model, not the world: not causal effects (moving a "
         "feature in a real tract moves others with it), and only relative to the baseline.",
-        f"- Parity with the native computation, max |difference|: {parity}.",
+        f"- Parity with the native computation on {rows}, max |difference|: {parity}.",
         "",
     ]
     if "coefficients" in tags:

@@ -63,12 +63,19 @@ def computed(name: str) -> str:
     return f"{name}_computed"
 
 
-def attach(model: onnx.ModelProto, branch: Branch) -> onnx.ModelProto:
-    """A copy of `model` with the gate input, the gated branch and the three outputs after MEDV."""
-    gated = onnx.ModelProto()
-    gated.CopyFrom(model)
-    graph = gated.graph
-    graph.initializer.extend([*branch.constants, numpy_helper.from_array(np.array(False), EXPLAIN_NAME)])
+def attach(model: onnx.ModelProto, branch: Branch, gated: bool = True) -> onnx.ModelProto:
+    """A copy of `model` with the gate input, the gated branch and the three outputs after MEDV; with
+    `gated` False (only for `python -m export.graph_forms`) the branch's nodes run on every call."""
+    extended = onnx.ModelProto()
+    extended.CopyFrom(model)
+    graph = extended.graph
+    graph.initializer.extend(branch.constants)
+    graph.output.extend(_value(name, name) for name in EXPLANATION_NAMES)
+    if not gated:
+        graph.node.extend([*branch.nodes, *(helper.make_node("Identity", [computed(name)], [name])
+                                            for name in EXPLANATION_NAMES)])
+        return extended
+    graph.initializer.append(numpy_helper.from_array(np.array(False), EXPLAIN_NAME))
     # An initializer that is also a graph input is an input with a default (onnxruntime lists it under
     # get_overridable_initializers, not get_inputs), so a call with only the features stays valid.
     graph.input.append(helper.make_tensor_value_info(EXPLAIN_NAME, TensorProto.BOOL, []))
@@ -80,8 +87,7 @@ def attach(model: onnx.ModelProto, branch: Branch) -> onnx.ModelProto:
         "skipped", [], [_value(f"{name}_skipped", name) for name in EXPLANATION_NAMES])
     graph.node.append(helper.make_node(
         "If", [EXPLAIN_NAME], list(EXPLANATION_NAMES), then_branch=explained, else_branch=skipped))
-    graph.output.extend(_value(name, name) for name in EXPLANATION_NAMES)
-    return gated
+    return extended
 
 
 def _value(name: str, output: str) -> onnx.ValueInfoProto:

@@ -97,16 +97,20 @@ def train(config: Config, features: Array, target: Array, epochs: int | None = N
     return Trained(module.eval(), best_epoch)
 
 
-def cross_validate(config: Config, features: Array, target: Array, desc: str = "") -> tuple[Array, list[int]]:
-    """Out-of-fold predictions and each fold's kept epoch count; scaler and early stopping inside the fold."""
+def cross_validate(config: Config, features: Array, target: Array, desc: str = ""
+                   ) -> tuple[Array, list[int], list[Predict]]:
+    """Out-of-fold predictions, each fold's kept epoch count and model, in the order of `metrics.folds`;
+    scaler and early stopping inside the fold."""
     kept_epochs: list[int] = []
+    models: list[Predict] = []
 
     def fit(fold_features: Array, fold_target: Array, fold: str) -> Predict:
         trained = train(config, fold_features, fold_target, desc=f"{desc} {fold}" if desc else "")
         kept_epochs.append(trained.epochs)
-        return predictor(trained.module)
+        models.append(predictor(trained.module))
+        return models[-1]
 
-    return out_of_fold(fit, features, target), kept_epochs
+    return out_of_fold(fit, features, target), kept_epochs, models
 
 
 def final_epochs(config: Config, kept_epochs: list[int]) -> int:
