@@ -61,7 +61,7 @@ class Predict:
         scope["serve.version"] = served.model.version
         x, batch = served.codec.decode(body)
         if self.explain:
-            answer = served.codec.encode_explanation(x, service.explain(served, x), batch)
+            answer = served.codec.encode_explanation(x, await service.explain(served, x), batch)
         else:
             answer = served.codec.encode(x, await service.predict(served, x), batch)
         scope["serve.rows"] = len(x)

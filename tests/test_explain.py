@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,20 @@ def test_a_file_whose_explanations_differ_from_its_golden_ones_is_refused(tmp_pa
     with pytest.raises(ModelLoadError, match="does not reproduce its golden predictions: row 0, feature RM of "
                                              "contributions gives"):
         Model.load(path)
+
+
+def test_a_long_explanation_does_not_hold_up_other_requests(server: Server) -> None:
+    """The MLP's exact Shapley values cost milliseconds a row: they run beside the event loop, not on it."""
+    records = [{name: row[name] for name in FEATURES} for row in ROWS[:500]] * 3
+    with ThreadPoolExecutor(1) as pool:
+        started = time.monotonic()
+        long = pool.submit(httpx.post, server.url + "/models/mlp/explain", json={"instances": records}, timeout=120)
+        time.sleep(0.3)
+        quick = []
+        while not long.done():
+            begin = time.monotonic()
+            assert httpx.post(server.url + "/models/mlp/predict", json=FIRST, timeout=30).status_code == 200
+            quick.append(time.monotonic() - begin)
+        assert long.result().status_code == 200 and len(long.result().json()["explanations"]) == 1500
+    assert quick and time.monotonic() - started > 1, "the explanation took too little time to show anything"
+    assert max(quick) < 0.5, f"a prediction waited {max(quick):.2f} s behind the explanation"
