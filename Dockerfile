@@ -52,8 +52,9 @@ FROM python AS runtime
 COPY --from=runtime-venv /opt/venv /opt/venv
 WORKDIR /app
 COPY serve/ serve/
-# The model store, <name>/<version>/model.onnx (.dockerignore leaves out the cards and plots, which are for
-# people). A new version rolls out by mounting a store instead and calling load, or with a new image.
+# The model store, <name>/<version>/model.onnx with its plot (model.png, ~40 kB, shown on the landing page);
+# .dockerignore leaves out the cards, which are for people reading the repository. A new version rolls out by
+# mounting a store instead and calling load, or with a new image.
 COPY onnx_models/ onnx_models/
 # One worker and one onnxruntime thread per CPU: scale by replicas (deploy/README.md), or raise these
 # together with the container's CPU limit.

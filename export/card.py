@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from export.build import Exported
 from export.parity import RANDOM_ROWS
-from export.schema import INPUT_NAME, OUTPUT_NAME, TARGET
+from export.schema import CONTRIBUTIONS_NAME, EXPLAIN_NAME, INPUT_NAME, LOWER_NAME, OUTPUT_NAME, TARGET, UPPER_NAME
+from export.shapley import PARITY_ROWS
 
 
 def render(model: Exported) -> str:
@@ -52,6 +53,7 @@ def render(model: Exported) -> str:
         "",
         "![predicted vs actual](model.png)",
         "",
+        *_explanations(model),
         "## Features",
         "",
         "| name | used | description | unit | min | max |",
@@ -75,6 +77,57 @@ def render(model: Exported) -> str:
         "- The 5-fold figures are the honest estimate of error on new tracts; in-sample figures are optimistic.",
         "",
     ])
+
+
+def _explanations(model: Exported) -> list[str]:
+    tags = model.metadata
+    interval, baseline = json.loads(tags["interval"]), json.loads(tags["baseline"])
+    parity = ", ".join(f"`{name}` {difference:.2g}" for name, difference in model.parity.explanations.items())
+    rows = f"the {len(model.actual)} training rows and {RANDOM_ROWS:,} random rows"
+    if tags["model_name"] == "mlp":
+        rows = f"{PARITY_ROWS} of {rows} each (torch takes ~30 ms a row for the Shapley values)"
+        meaning = (
+            "exact interventional Shapley values with the training means as the one background point: the "
+            "network is evaluated on all 2^13 = 8,192 points that take this row's values on a subset of the "
+            "features and the means elsewhere, and feature j gets its Shapley-weighted average marginal effect. "
+            "They depend on that choice of background: another reference (a sample of rows, the median) "
+            "gives other values. Hybrid points can lie where no data were (the means of unrelated features "
+            "combined with this row's values), and the network's answers there are extrapolations")
+    else:
+        meaning = ("coefficient * (x - training mean) for each of the 8 used features (0 for the other 5), "
+                   "exactly")
+    lines = [
+        "## Prediction interval and contributions",
+        "",
+        f"Outputs `{LOWER_NAME}`, `{UPPER_NAME}` (float32 `[batch, 1]`) and `{CONTRIBUTIONS_NAME}` (float32 "
+        f"`[batch, 13]`, feature order as below) follow `{OUTPUT_NAME}`; they are computed only when the call "
+        f"feeds the boolean scalar input `{EXPLAIN_NAME}` as true (default false: 0 rows), so that a "
+        f"`{OUTPUT_NAME}`-only call costs what it did before.",
+        "",
+        f"- Interval: {interval['level']:.0%}, {interval['method']}. {interval['description']}. Measured coverage "
+        f"{interval['coverage']:.3f}, mean width {interval['mean_width']:.2f} {TARGET.unit}. The coverage is "
+        "marginal: on average over tracts drawn like these, not for each one; outside the training ranges, and "
+        f"at the censored {TARGET.name} = {float(model.actual.max()):g}, it promises nothing.",
+        f"- Baseline: {baseline['value']:.4f} {TARGET.unit}, the {baseline['kind']}. The contributions sum to "
+        f"{OUTPUT_NAME} - baseline (completeness).",
+        f"- Contributions: {meaning}. They describe the model, not the world: not causal effects (moving a "
+        "feature in a real tract moves others with it), and only relative to the baseline.",
+        f"- Parity with the native computation on {rows}, max |difference|: {parity}.",
+        "",
+    ]
+    if "coefficients" in tags:
+        lines += [
+            "Coefficients on features standardized with the sample standard deviation (ddof = 1, the "
+            "notebook's MLJ `Standardizer`), so each slope is per standard deviation of its feature:",
+            "",
+            "| term | coefficient | std. error | t | p | 95% lower | 95% upper |",
+            "|---|---|---|---|---|---|---|",
+            *(f"| {row['term']} | {row['coefficient']:.6g} | {row['std_error']:.6g} | {row['t']:.2f} "
+              f"| {row['p']:.3g} | {row['ci_lower']:.6g} | {row['ci_upper']:.6g} |"
+              for row in json.loads(tags["coefficients"])),
+            "",
+        ]
+    return lines
 
 
 def _named(feature: dict[str, Any]) -> str:

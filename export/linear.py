@@ -15,8 +15,20 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from export.errors import ExportError
+from export.explain import Branch, Explain, Explanation, computed
 from export.metrics import Array
-from export.schema import FEATURE_NAMES, INPUT_NAME, LINEAR_FEATURES, OUTPUT_NAME, TARGET
+from export.ols import Ols, interval
+from export.schema import (
+    CONTRIBUTIONS_NAME,
+    FEATURE_NAMES,
+    INPUT_NAME,
+    INTERVAL_LEVEL,
+    LINEAR_FEATURES,
+    LOWER_NAME,
+    OUTPUT_NAME,
+    TARGET,
+    UPPER_NAME,
+)
 
 FORMULA = f"{TARGET.name} ~ {' + '.join(LINEAR_FEATURES)}"
 COLUMNS = [FEATURE_NAMES.index(name) for name in LINEAR_FEATURES]
@@ -80,6 +92,50 @@ def affine(weights: Array, bias: float, op: Literal["Gemm", "MatMul"] = "Gemm") 
         [w, b],
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=IR_VERSION)
+
+
+def explanation(ols: Ols) -> Branch:
+    """The exact OLS prediction interval and the contributions coefficient * (x - mean), on the raw features.
+
+    x0' (X'X)^-1 x0 = 1/n + d' M d with d = x - mean and M = (Xc'Xc)^-1 (the intercept block decouples once
+    the columns are centered); with M = L L' (Cholesky, in float64) the graph computes |d L|^2, a sum of
+    squares, which float32 keeps accurate to ~1e-7 relative instead of cancelling terms of a quadratic form.
+    """
+    mean, weights, factor = np.zeros(len(FEATURE_NAMES)), np.zeros(len(FEATURE_NAMES)), np.zeros(
+        (len(FEATURE_NAMES), len(COLUMNS)))
+    mean[COLUMNS], weights[COLUMNS] = ols.mean, ols.coefficients
+    factor[COLUMNS] = np.linalg.cholesky(ols.centered_inverse)
+    constants = {
+        "feature_means": mean, "contribution_weights": weights, "leverage_factor": factor,
+        "leverage_offset": np.array([1 + 1 / ols.rows]),
+        "half_width_scale": np.array([ols.t(INTERVAL_LEVEL) * ols.sigma]), "sum_axis": np.array([1], np.int64),
+    }
+    nodes = [
+        helper.make_node("Sub", [INPUT_NAME, "feature_means"], ["centered"]),
+        helper.make_node("Mul", ["centered", "contribution_weights"], [computed(CONTRIBUTIONS_NAME)]),
+        helper.make_node("MatMul", ["centered", "leverage_factor"], ["projected"]),
+        helper.make_node("ReduceSumSquare", ["projected", "sum_axis"], ["leverage"], keepdims=1),
+        helper.make_node("Add", ["leverage", "leverage_offset"], ["spread"]),
+        helper.make_node("Sqrt", ["spread"], ["root"]),
+        helper.make_node("Mul", ["root", "half_width_scale"], ["half_width"]),
+        helper.make_node("Sub", [OUTPUT_NAME, "half_width"], [computed(LOWER_NAME)]),
+        helper.make_node("Add", [OUTPUT_NAME, "half_width"], [computed(UPPER_NAME)]),
+    ]
+    return Branch(nodes, [
+        numpy_helper.from_array(value if value.dtype == np.int64 else value.astype(np.float32), name)
+        for name, value in constants.items()])
+
+
+def explain(ols: Ols) -> Explain:
+    """The same in float64 with the textbook formula: the full (X'X)^-1 of the design with its intercept."""
+
+    def native(features: Array) -> Explanation:
+        used = features[:, COLUMNS]
+        contributions = np.zeros(features.shape)
+        contributions[:, COLUMNS] = (used - ols.mean) * ols.coefficients
+        return Explanation(*interval(ols, used, INTERVAL_LEVEL), contributions)
+
+    return native
 
 
 def _attributes(node: onnx.NodeProto) -> dict[str, list[float]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -13,11 +13,23 @@ from export import reproducible
 from export.data import Dataset
 from export.metrics import FOLDS, Metrics
 from export.parity import Golden
-from export.schema import FEATURE_NAMES, FEATURES, INPUT_NAME, OUTPUT_NAME, TARGET
+from export.schema import EXPLAIN_NAME, FEATURE_NAMES, FEATURES, INPUT_NAME, INTERVAL_LEVEL, OUTPUT_NAME, TARGET
 
 PRODUCER = "housing-serving export"
 # The drift reference's bins start from the training deciles (0%, 10%, ..., 100%).
 DRIFT_QUANTILES = np.linspace(0.0, 1.0, 11)
+# Both models' contributions are relative to this (export/explain.py says what the outputs are).
+BASELINE_KIND = "prediction at the training means"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The prediction interval's metadata; its level is INTERVAL_LEVEL."""
+
+    method: str
+    description: str  # one sentence
+    coverage: float  # measured on rows that neither fitted nor calibrated the interval
+    mean_width: float
 
 
 def build(
@@ -31,7 +43,11 @@ def build(
     dataset: Dataset,
     hyperparameters: dict[str, Any],
     golden: Golden,
+    interval: Interval,
+    baseline: float,
+    coefficients: list[dict[str, float | str]] | None = None,
 ) -> dict[str, str]:
+    """`coefficients`, the coefficient table, only for the linear model."""
     return {
         "model_name": name,
         "model_version": str(version),
@@ -48,7 +64,10 @@ def build(
         "training_environment": _json(reproducible.training_environment()),
         "hyperparameters": _json(hyperparameters),
         "golden": _json(asdict(golden)),
-    }
+        "explain_input": EXPLAIN_NAME,
+        "interval": _json({"level": INTERVAL_LEVEL, **asdict(interval)}),
+        "baseline": _json({"value": baseline, "kind": BASELINE_KIND}),
+    } | ({"coefficients": _json(coefficients)} if coefficients is not None else {})
 
 
 def attach(model: onnx.ModelProto, metadata: dict[str, str]) -> onnx.ModelProto:

@@ -38,11 +38,15 @@ def score(actual: Array, predicted: Array) -> Metrics:
     )
 
 
+def folds(features: Array) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+    """(training rows, test rows) of each of the FOLDS folds, the same split for every model."""
+    return list(KFold(FOLDS, shuffle=True, random_state=SPLIT_SEED).split(features))
+
+
 def out_of_fold(fit: Fit, features: Array, target: Array) -> Array:
     """Each row predicted by the model fitted on the other folds; the caller's fit does all preprocessing."""
     predicted = np.empty_like(target)
-    splits = KFold(FOLDS, shuffle=True, random_state=SPLIT_SEED).split(features)
-    for number, (train, test) in enumerate(splits, start=1):
+    for number, (train, test) in enumerate(folds(features), start=1):
         predict = fit(features[train], target[train], f"fold {number}/{FOLDS}")
         predicted[test] = predict(features[test]).ravel()
     return predicted

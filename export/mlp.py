@@ -10,12 +10,14 @@ from typing import Any, Literal
 import numpy as np
 import onnx
 import torch
+from onnx import helper, numpy_helper
 from torch import nn
 from tqdm import tqdm
 
-from export import adam, reproducible
+from export import adam, reproducible, shapley
+from export.explain import Branch, Explain, Explanation, computed
 from export.metrics import Array, Predict, out_of_fold
-from export.schema import FEATURE_NAMES, INPUT_NAME, OUTPUT_NAME
+from export.schema import CONTRIBUTIONS_NAME, FEATURE_NAMES, INPUT_NAME, LOWER_NAME, OUTPUT_NAME, UPPER_NAME
 
 
 @dataclass(frozen=True)
@@ -93,16 +95,20 @@ def train(config: Config, features: Array, target: Array, epochs: int | None = N
     return Trained(module.eval(), best_epoch)
 
 
-def cross_validate(config: Config, features: Array, target: Array, desc: str = "") -> tuple[Array, list[int]]:
-    """Out-of-fold predictions and each fold's kept epoch count; scaler and early stopping inside the fold."""
+def cross_validate(config: Config, features: Array, target: Array, desc: str = ""
+                   ) -> tuple[Array, list[int], list[Predict]]:
+    """Out-of-fold predictions, each fold's kept epoch count and model, in the order of `metrics.folds`;
+    scaler and early stopping inside the fold."""
     kept_epochs: list[int] = []
+    models: list[Predict] = []
 
     def fit(fold_features: Array, fold_target: Array, fold: str) -> Predict:
         trained = train(config, fold_features, fold_target, desc=f"{desc} {fold}" if desc else "")
         kept_epochs.append(trained.epochs)
-        return predictor(trained.module)
+        models.append(predictor(trained.module))
+        return models[-1]
 
-    return out_of_fold(fit, features, target), kept_epochs
+    return out_of_fold(fit, features, target), kept_epochs, models
 
 
 def final_epochs(config: Config, kept_epochs: list[int]) -> int:
@@ -148,6 +154,28 @@ def to_onnx(module: nn.Module) -> onnx.ModelProto:
         )
     assert program is not None
     return program.model_proto
+
+
+def explanation(folded: nn.Sequential, reference: Array, half_width: float) -> Branch:
+    """MEDV +- half_width, and the exact Shapley values with `reference` as the only background point."""
+    contributions = shapley.branch(shapley.layers(folded), reference, computed(CONTRIBUTIONS_NAME))
+    nodes = [
+        helper.make_node("Sub", [OUTPUT_NAME, "interval_half_width"], [computed(LOWER_NAME)]),
+        helper.make_node("Add", [OUTPUT_NAME, "interval_half_width"], [computed(UPPER_NAME)]),
+    ]
+    half = numpy_helper.from_array(np.array([half_width], np.float32), "interval_half_width")
+    return Branch([*nodes, *contributions.nodes], [half, *contributions.constants])
+
+
+def explain(module: nn.Module, reference: Array, half_width: float) -> Explain:
+    predict = predictor(module)
+
+    def native(features: Array) -> Explanation:
+        predicted = predict(features)
+        return Explanation(predicted - half_width, predicted + half_width,
+                           shapley.native(module, reference, features))
+
+    return native
 
 
 def hyperparameters(config: Config, epochs: int) -> dict[str, Any]:

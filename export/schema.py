@@ -44,3 +44,13 @@ LINEAR_FEATURES: tuple[str, ...] = ("CRIM", "INDUS", "CHAS", "RM", "AGE", "DIS",
 # Names of the graph's tensors, shared by both models: raw features in, MEDV out.
 INPUT_NAME = "features"
 OUTPUT_NAME = "MEDV"
+# The explanation outputs, after MEDV in this order (the contract with serve, see export/explain.py):
+# the prediction interval's bounds [batch, 1] and each feature's contribution [batch, 13], all float32.
+LOWER_NAME = f"{OUTPUT_NAME}_lower"
+UPPER_NAME = f"{OUTPUT_NAME}_upper"
+CONTRIBUTIONS_NAME = "contributions"
+EXPLANATION_NAMES: tuple[str, ...] = (LOWER_NAME, UPPER_NAME, CONTRIBUTIONS_NAME)
+# A boolean scalar input with the default False: only a call that feeds it True computes the explanations,
+# so that a MEDV-only call does not pay for them (onnxruntime runs every node, asked for or not).
+EXPLAIN_NAME = "explain"
+INTERVAL_LEVEL = 0.9

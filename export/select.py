@@ -36,7 +36,7 @@ def main() -> None:
     results = []
     for config in CANDIDATES:
         started = time.perf_counter()
-        predicted, kept_epochs = cross_validate(config, dataset.features, dataset.target, desc="candidate")
+        predicted, kept_epochs, _ = cross_validate(config, dataset.features, dataset.target, desc="candidate")
         metrics = score(dataset.target, predicted)
         results.append((metrics.rmse, config))
         chosen = "  <- CHOSEN" if config == CHOSEN else ""

@@ -44,7 +44,11 @@ def check_auth(service: Service, scope: Scope) -> None:
 
 
 class Predict:
-    """POST /models/{model}[/versions/{version}]/predict: one record or {"instances": [...]} -> prediction(s)."""
+    """POST /models/{model}[/versions/{version}]/predict: one record or {"instances": [...]} -> prediction(s);
+    with `explain`, .../explain: the same bodies, each prediction with its interval and contributions."""
+
+    def __init__(self, explain: bool = False):
+        self.explain = explain
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         service = service_of(scope)
@@ -53,12 +57,18 @@ class Predict:
         body = await scope["app"].bodies.read(scope, receive)
         params = scope["path_params"]
         # Taken after the body: from here to the model call nothing awaits, so an unload waits for this request.
-        served = service.resolve(params["model"], params.get("version"))
+        if self.explain:
+            served = service.resolve_explainable(params["model"], params.get("version"))
+        else:
+            served = service.resolve(params["model"], params.get("version"))
         scope["serve.version"] = served.model.version
         x, batch = served.codec.decode(body)
-        y = await service.predict(served, x)
-        scope["serve.rows"] = len(y)
-        await send_json(send, served.codec.encode(x, y, batch))
+        if self.explain:
+            answer = served.codec.encode_explanation(x, await service.explain(served, x), batch)
+        else:
+            answer = served.codec.encode(x, await service.predict(served, x), batch)
+        scope["serve.rows"] = len(x)
+        await send_json(send, answer)
 
 
 class Infer:
@@ -72,9 +82,9 @@ class Infer:
         served = service.resolve(params["model"], params.get("version"))
         scope["serve.version"] = served.model.version
         request = served.v2_codec.decode(body, header(scope, BINARY_HEADER))
-        y = await service.predict(served, request.x)
-        scope["serve.rows"] = len(y)
-        response, headers = served.v2_codec.encode(request, y)
+        outputs = await service.infer(served, request.x, request.outputs)
+        scope["serve.rows"] = len(request.x)
+        response, headers = served.v2_codec.encode(request, outputs)
         await send_json(send, response, 200, headers)
 
 
@@ -104,6 +114,16 @@ async def model_metadata(request: Request) -> Response:
     params = request.path_params
     return Response(service_of(request.scope).model_document(params["model"], params.get("version")),
                     media_type="application/json")
+
+
+async def plot(request: Request) -> Response:
+    """The predicted-vs-actual plot of a version's model card, when its folder has one."""
+    params = request.path_params
+    served = service_of(request.scope).resolve(params["model"], params["version"])
+    if served.plot is None:
+        raise ServeError(404, f"model {served.model.name!r} version {served.model.version} has no plot "
+                         "(model.png beside its model.onnx)")
+    return Response(served.plot, media_type="image/png")
 
 
 async def metrics(request: Request) -> Response:
@@ -186,6 +206,8 @@ routes = [
     Route("/models/{model}/predict", Predict(), methods=["POST"]),
     Route("/v2/models/{model}/versions/{version}/infer", Infer(), methods=["POST"]),
     Route("/models/{model}/versions/{version}/predict", Predict(), methods=["POST"]),
+    Route("/models/{model}/explain", Predict(explain=True), methods=["POST"]),
+    Route("/models/{model}/versions/{version}/explain", Predict(explain=True), methods=["POST"]),
     Route("/", landing_page),
     Route("/", not_a_prediction_route, methods=["POST"]),
     Route("/health/live", live),
@@ -197,6 +219,7 @@ routes = [
     Route("/models/{model}/versions/{version}", model_metadata),
     Route("/models/{model}/drift", drift_report),
     Route("/models/{model}/versions/{version}/drift", drift_report),
+    Route("/models/{model}/versions/{version}/plot.png", plot),
     # Open Inference Protocol (KServe V2)
     Route("/v2", v2_server),
     Route("/v2/health/live", live),

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 
 from serve.errors import ServeError, shortlist, unknown_names
-from serve.model import Model
+from serve.model import EXPLANATION_OUTPUTS, Model
 
 NUMBER_TYPES = frozenset((int, float))
 _JSON_TYPE_NAMES = {str: "a string", bool: "a boolean", type(None): "null", dict: "an object", list: "an array"}
@@ -151,15 +151,39 @@ class RecordCodec:
 
     def encode(self, x: np.ndarray, y: np.ndarray, batch: bool) -> bytes:
         """The response body: model, version, prediction(s) and out-of-range warnings."""
-        unusable = self.model.non_finite(y)
-        if unusable:
-            raise ServeError(422, f"the model gives no finite prediction for record(s) {unusable[:10]}: "
-                             "inputs too far outside the training range", records=unusable[:100])
-        warnings = self.model.warnings(x, with_record=batch)
+        warnings = self._warnings(x, y, batch)
         warnings_json = orjson.dumps(warnings) if warnings else b"[]"
         if batch:
             return self._batch_head + orjson.dumps(y.tolist()) + b',"warnings":' + warnings_json + b"}"
         return self._single_head + orjson.dumps(float(y[0])) + b',"warnings":' + warnings_json + b"}"
+
+    def encode_explanation(self, x: np.ndarray, outputs: dict[str, np.ndarray], batch: bool) -> bytes:
+        """The explain answer: as `encode`'s, each prediction with its interval, the baseline and the features'
+        contributions to the difference from it, largest magnitude first (`explanations` for a batch)."""
+        model = self.model
+        lower, upper, contributions = (outputs[name] for name in EXPLANATION_OUTPUTS)
+        y = outputs[model.output_name].reshape(-1)
+        warnings = self._warnings(x, model.prediction(outputs), batch)
+        level, baseline, names = model.interval_level, model.baseline, self.names
+        order = np.argsort(-np.abs(contributions), axis=1, kind="stable").tolist()
+        explanations = [
+            {"prediction": prediction, "interval": {"lower": low, "upper": high, "level": level}, "baseline": baseline,
+             # The values as numpy float32s: orjson writes their shortest form, 0.11 as sent, not 0.10999999940395355.
+             "contributions": [{"feature": names[j], "value": row[j], "contribution": shares[j]} for j in js]}
+            for prediction, low, high, row, shares, js in zip(
+                y.tolist(), lower.reshape(-1).tolist(), upper.reshape(-1).tolist(), x, contributions.tolist(), order)
+        ]
+        head = {"model": model.name, "version": model.version}
+        answer = {**head, "explanations": explanations} if batch else {**head, **explanations[0]}
+        return orjson.dumps({**answer, "warnings": warnings}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+    def _warnings(self, x: np.ndarray, y: np.ndarray, batch: bool) -> list[dict[str, Any]]:
+        """The out-of-range warnings, once every prediction is known to be finite (a 422 otherwise)."""
+        unusable = self.model.non_finite(y)
+        if unusable:
+            raise ServeError(422, f"the model gives no finite prediction for record(s) {unusable[:10]}: "
+                             "inputs too far outside the training range", records=unusable[:100])
+        return self.model.warnings(x, with_record=batch)
 
     def _instances(self, payload: dict[str, Any]) -> list[Any]:
         extra = sorted(key for key in payload if key != "instances")

@@ -27,6 +27,9 @@ def model(model: Model) -> dict[str, Any]:
         "hyperparameters": meta.get("hyperparameters", {}),
         "training_data_sha256": meta["data_sha256"],
         "training_environment": meta["training_environment"],
+        # What the explain route's interval and baseline are, and the linear model's coefficient table; a file
+        # exported before explanations has none of them.
+        **{key: meta[key] for key in ("interval", "baseline", "coefficients") if key in meta},
     }
 
 
@@ -38,7 +41,7 @@ def v2_model(model: Model) -> dict[str, Any]:
         "name": model.name,
         "platform": "onnx_onnxv1",
         "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": [-1, n]}],
-        "outputs": [{"name": model.output_name, "datatype": "FP32", "shape": [-1, 1]}],
+        "outputs": [{"name": name, "datatype": "FP32", "shape": shape} for name, shape in model.output_shapes.items()],
         "parameters": {
             "description": model.description,
             "feature_names": ",".join(model.feature_names),

@@ -22,7 +22,13 @@ REQUIRED_METADATA = (
     "features", "target", "metrics", "data_sha256", "training_environment", "golden",
 )
 JSON_METADATA = ("feature_names", "features_used", "features", "target", "metrics", "training_environment",
-                 "hyperparameters", "golden", drift.REFERENCE_KEY)
+                 "hyperparameters", "golden", drift.REFERENCE_KEY, "interval", "baseline", "coefficients")
+# The graph's outputs after MEDV that explain it, in this order; the metadata 'interval', 'baseline',
+# 'explain_input' and the golden 'extra_outputs' come with them. A file from before them has MEDV alone: it
+# predicts, and explains nothing. They are computed only when a call feeds the boolean input that
+# 'explain_input' names as True (a scalar defaulting to False): onnxruntime runs every node whatever is fetched,
+# so without that gate every prediction would pay for them.
+EXPLANATION_OUTPUTS = ("MEDV_lower", "MEDV_upper", "contributions")
 # An entry without "aliases" is refused like one without "unit", not read as having none: the metadata is
 # the contract, and a model from an older export would otherwise refuse, alone, the names the others accept.
 FEATURE_KEYS = ("name", "description", "unit", "aliases", "min", "max", "mean", "std")
@@ -70,6 +76,11 @@ class Model:
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
         self._outputs = [self.output_name]
+        # Every output by name with its shape (-1 for the batch), as the V2 metadata lists them.
+        self.output_shapes = {o.name: [d if type(d) is int else -1 for d in o.shape] for o in session.get_outputs()}
+        self.explainable = len(self.output_shapes) > 1
+        self._all_outputs = list(self.output_shapes)
+        self._explain_feed = {metadata["explain_input"]: np.array(True)} if "explain_input" in metadata else {}
         # InferenceSession.run re-validates names and types and builds default RunOptions on every
         # call; the signature is checked at start-up, so the hot path calls the C++ session directly
         # with options made once (4.3 -> 3.4 us per single-row call, measured).
@@ -82,6 +93,9 @@ class Model:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Errors only: onnxruntime warns at every load that the explanation gate, an initializer a call may
+        # override, "will not be treated as constant", which is the point of it.
+        options.log_severity_level = 3
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises several unrelated types for unreadable files
@@ -100,6 +114,26 @@ class Model:
         """Predictions for the rows of `x`, shape (N,)."""
         y: np.ndarray = self._run(self._outputs, {self.input_name: x}, self._run_options)[0]
         return y.reshape(-1)
+
+    def explain(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Every output of the graph for the rows of `x`, by name (MEDV as (N, 1)); only `predict` is the hot path."""
+        feed = {self.input_name: x, **self._explain_feed}
+        return dict(zip(self._all_outputs, self._run(self._all_outputs, feed, self._run_options)))
+
+    def prediction(self, outputs: dict[str, np.ndarray]) -> np.ndarray:
+        """MEDV from `predict` or `explain` as (N,), NaN in the rows where any output is not finite: unusable rows."""
+        y = outputs[self.output_name].reshape(-1)
+        if len(outputs) == 1:
+            return y
+        return np.where(np.isfinite(np.hstack(list(outputs.values()))).all(axis=1), y, np.nan)
+
+    @property
+    def interval_level(self) -> float:
+        return float(self.metadata["interval"]["level"])
+
+    @property
+    def baseline(self) -> float:
+        return float(self.metadata["baseline"]["value"])
 
     def out_of_range(self, x: np.ndarray) -> list[tuple[int, int]]:
         """(row, feature) pairs whose value lies outside the training range."""
@@ -163,12 +197,30 @@ class Model:
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelLoadError(f"{self.path}: metadata 'golden' needs inputs [k, {len(self.features)}], "
                                  f"k outputs and a tolerance ({exc})") from exc
-        difference = np.abs(self.predict(x).astype(np.float64) - expected)
+        self._compare_golden(self.output_name, self.predict(x), expected, tolerance)
+        if not self.explainable:
+            return
+        n = len(self.features)
+        try:
+            extra = {name: np.array(golden["extra_outputs"][name], dtype=np.float64) for name in EXPLANATION_OUTPUTS}
+            if [a.shape for a in extra.values()] != [(len(x),), (len(x),), (len(x), n)]:
+                raise ValueError(f"shapes {[a.shape for a in extra.values()]}")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelLoadError(f"{self.path}: metadata 'golden' needs extra_outputs MEDV_lower [k], MEDV_upper [k] "
+                                 f"and contributions [k, {n}] for its {len(x)} inputs ({exc})") from exc
+        outputs = self.explain(x)
+        for name, values in extra.items():
+            self._compare_golden(name, outputs[name].reshape(values.shape), values, tolerance)
+
+    def _compare_golden(self, name: str, got: np.ndarray, expected: np.ndarray, tolerance: float) -> None:
+        difference = np.abs(got.astype(np.float64) - expected)
         if not difference.max() <= tolerance:  # also catches NaN
-            row = int(np.nanargmax(difference)) if np.isfinite(difference).any() else 0
+            at = np.unravel_index(int(np.nanargmax(difference)) if np.isfinite(difference).any() else 0, got.shape)
+            where = f"row {at[0]}" + (f", feature {self.feature_names[at[1]]}" if len(at) > 1 else "") + (
+                "" if name == self.output_name else f" of {name}")
             raise ModelLoadError(
-                f"{self.path}: does not reproduce its golden predictions: row {row} gives "
-                f"{self.predict(x[row:row + 1])[0]:.6g}, expected {expected[row]:.6g} (tolerance {tolerance:g})")
+                f"{self.path}: does not reproduce its golden predictions: {where} gives "
+                f"{got[at]:.6g}, expected {expected[at]:.6g} (tolerance {tolerance:g})")
 
     def _check_signature(self) -> None:
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
@@ -178,8 +230,27 @@ class Model:
                 f"{self.path}: expected one float tensor input of shape [batch, {n}], "
                 f"found {[(i.name, i.type, i.shape) for i in inputs]}"
             )
-        if len(outputs) != 1:
-            raise ModelLoadError(f"{self.path}: expected one output, found {[o.name for o in outputs]}")
+        names, shapes = [o.name for o in outputs], [o.shape[1:] for o in outputs]
+        explained = [*names[:1], *EXPLANATION_OUTPUTS]
+        if not (len(outputs) == 1 or names == explained) or shapes != [[1], [1], [1], [n]][:len(outputs)] \
+                or any(o.type != "tensor(float)" for o in outputs):
+            raise ModelLoadError(f"{self.path}: expected one float output of shape [batch, 1], or the outputs "
+                                 f"{', '.join(explained)} of shapes [batch, 1] x 3 and [batch, {n}]; found "
+                                 f"{[(o.name, o.type, o.shape) for o in outputs]}")
+        if self.explainable:
+            try:
+                level, baseline = self.interval_level, self.baseline
+                gate = self.metadata["explain_input"]
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelLoadError(f"{self.path}: a model with explanation outputs needs the metadata 'interval' "
+                                     "(with a level), 'baseline' (with a value) and 'explain_input'") from exc
+            gates = [(i.name, i.type, i.shape) for i in self._session.get_overridable_initializers()]
+            if (gate, "tensor(bool)", []) not in gates:
+                raise ModelLoadError(f"{self.path}: metadata 'explain_input' names {gate!r}, but the graph has no "
+                                     f"such boolean scalar input with a default (it has {gates})")
+            if not (0 < level < 1 and math.isfinite(baseline)):
+                raise ModelLoadError(f"{self.path}: metadata interval level {level!r} is not in (0, 1) or "
+                                     f"baseline {baseline!r} is not finite")
         if list(self.feature_names) != list(self.metadata["feature_names"]):
             raise ModelLoadError(f"{self.path}: metadata 'features' and 'feature_names' disagree")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from serve.codec import FLOAT32_LIMIT
-from serve.model import Model
+from serve.model import EXPLANATION_OUTPUTS, Model
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 # The model computes in float32: a number is accepted when it rounds to a finite float32.
@@ -21,6 +21,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     """The given error responses, plus 503, which any route answers when over --max-concurrency."""
     reasons = {400: "Malformed request", 401: "Missing or wrong bearer token", 404: "Unknown model or version",
                408: "Body not received within --body-timeout", 413: "Body or batch over the limit",
+               409: "This version's file has no explanation outputs (an older export); it still predicts",
                415: "Unsupported Content-Type", 422: "Invalid record (the message names record and field)",
                503: "Not ready or overloaded"}
     return {str(status): _json(_ERROR, reasons[status]) for status in (*statuses, 503)}
@@ -100,6 +101,22 @@ def _common_schemas() -> dict[str, Any]:
         "epsilon": {"type": "number", "description": "floor of each bin's share in the PSI"},
         "bins": {"type": "string", "description": "the bins the shares are of, given the edges"},
         "features": {"type": "array", "items": drift_feature}}}
+    contribution = {"type": "object", "required": ["feature", "value", "contribution"], "additionalProperties": False,
+                    "properties": {"feature": {"type": "string"}, "value": {"type": "number"},
+                                   "contribution": {"type": "number"}}}
+    explanation: dict[str, Any] = {
+        "type": "object", "required": ["prediction", "interval", "baseline", "contributions"],
+        "additionalProperties": False,
+        "properties": {
+            "prediction": {"type": "number"},
+            "interval": {"type": "object", "required": ["lower", "upper", "level"], "additionalProperties": False,
+                         "description": "The prediction interval at `level` (GET /models/{model} says how it is made)",
+                         "properties": {key: {"type": "number"} for key in ("lower", "upper", "level")}},
+            "baseline": {"type": "number", "description": "The prediction the contributions start from"},
+            "contributions": {"type": "array", "items": contribution,
+                              "description": "Each feature's contribution to prediction - baseline (they sum to "
+                                             "it), largest magnitude first"}},
+    }
     return {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
         "Drift": drift,
@@ -109,6 +126,12 @@ def _common_schemas() -> dict[str, Any]:
         "Predictions": {"type": "object",
                         "properties": {**head, "predictions": {"type": "array", "items": {"type": "number"}}},
                         "required": ["model", "version", "predictions", "warnings"], "additionalProperties": False},
+        "Explanation": {"type": "object", "properties": {**head, **explanation["properties"]},
+                        "required": ["model", "version", *explanation["required"], "warnings"],
+                        "additionalProperties": False},
+        "Explanations": {"type": "object",
+                         "properties": {**head, "explanations": {"type": "array", "items": explanation}},
+                         "required": ["model", "version", "explanations", "warnings"], "additionalProperties": False},
         "Status": {"type": "object", "properties": {"status": {"type": "string"}}, "required": ["status"]},
         "Models": {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": {
             "type": "object", "required": ["name", "version", "description", "predict", "versions"],
@@ -118,7 +141,13 @@ def _common_schemas() -> dict[str, Any]:
                                                          "features", "metrics"],
                           "properties": {"name": {"type": "string"}, "version": {"type": "string"},
                                          "features": {"type": "array", "items": {"type": "object"}},
-                                         "versions": versions}},
+                                         "versions": versions,
+                                         "interval": {"type": "object", "description": "How the explain route's "
+                                                      "interval is made: level, method, description, coverage"},
+                                         "baseline": {"type": "object", "description": "The contributions' "
+                                                      "baseline: value and kind"},
+                                         "coefficients": {"type": "array", "items": {"type": "object"},
+                                                          "description": "linear only: the coefficient table"}}},
     }
 
 
@@ -162,6 +191,11 @@ def document(versions: dict[str, dict[str, Model]], max_batch: int, auth: bool) 
         "/models/{model}/versions/{version}/drift": {"get": {
             "summary": "One version's drift", "parameters": [model_parameter, version_parameter],
             "responses": {"200": _json({"$ref": "#/components/schemas/Drift"}, "Drift"), **_errors(404)}}},
+        "/models/{model}/versions/{version}/plot.png": {"get": {
+            "summary": "The predicted-vs-actual plot of one version's model card",
+            "parameters": [model_parameter, version_parameter],
+            "responses": {"200": {"description": "PNG image", "content": {"image/png": {}}},
+                          **_errors(404)}}},
         **_repository_paths(auth),
     }
     for name, model in models.items():
@@ -178,11 +212,23 @@ def document(versions: dict[str, dict[str, Model]], max_batch: int, auth: bool) 
             },
             **({"security": [{"bearer": []}]} if auth else {}),
         }
-        paths[f"/models/{name}/predict"] = {"post": predict}
+        explain: dict[str, Any] = {
+            **predict,
+            "summary": f"Predict with {name} (newest version {model.version}) and explain: each prediction with its "
+                       "prediction interval, the baseline and every feature's contribution, largest first",
+            "responses": {
+                **predict["responses"],
+                "200": _json({"oneOf": [{"$ref": "#/components/schemas/Explanation"},
+                                        {"$ref": "#/components/schemas/Explanations"}]},
+                             "Explanation for a record, or explanations in order for a batch"),
+                **_errors(409)},
+        }
         ready = {**version_parameter, "schema": {"type": "string", "enum": sorted(versions[name], key=int)}}
-        paths[f"/models/{name}/versions/{{version}}/predict"] = {"post": {
-            **predict, "summary": f"Predict with one version of {name}", "parameters": [ready],
-            "responses": {**predict["responses"], **_errors(404)}}}
+        for action, operation in (("predict", predict), ("explain", explain)):
+            paths[f"/models/{name}/{action}"] = {"post": operation}
+            paths[f"/models/{name}/versions/{{version}}/{action}"] = {"post": {
+                **operation, "summary": f"{action.capitalize()} with one version of {name}", "parameters": [ready],
+                "responses": {**operation["responses"], **_errors(404)}}}
     paths.update(_v2_paths(models, versions, auth))
     schemas.update(_v2_schemas())
     components: dict[str, Any] = {"schemas": schemas}
@@ -219,7 +265,10 @@ def _v2_schemas() -> dict[str, Any]:
             "id": {"type": "string"}, "parameters": parameters,
             "inputs": {"type": "array", "items": tensor_in, "minItems": 1},
             "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": parameters}}}}},
+                "name": {"type": "string", "description": f"MEDV, or where the version has them (its metadata lists "
+                                                          f"its outputs) {', '.join(EXPLANATION_OUTPUTS)}"},
+                "parameters": parameters}},
+                "description": "The outputs to answer; MEDV alone when left out"}}},
         "InferenceResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "parameters": parameters, "outputs": {"type": "array", "items": tensor_out}}},

@@ -137,17 +137,19 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             served = self.service.resolve(request.model_name, request.model_version or None)
             call.model, call.version = served.model.name, served.model.version
             decoded = served.v2_codec.decode_parsed(payload, binary)
-            y = await self.service.predict(served, decoded.x)
-            call.rows = len(y)
-            warnings = served.v2_codec.warnings(decoded, y)
+            outputs = await self.service.infer(served, decoded.x, decoded.outputs)
+            call.rows = len(decoded.x)
             model = served.model
+            warnings = served.v2_codec.warnings(decoded, model.prediction(outputs))
             response = pb.ModelInferResponse(model_name=model.name, model_version=model.version, id=request.id)
-            if decoded.outputs:
-                output = response.outputs.add(name=model.output_name, datatype="FP32", shape=[len(y), 1])
+            for name in decoded.outputs:
+                values = outputs[name]
+                output = response.outputs.add(name=name, datatype="FP32",
+                                              shape=served.v2_codec.shape(name, len(decoded.x)))
                 if request.raw_input_contents:
-                    response.raw_output_contents.append(y.astype("<f4").tobytes())
+                    response.raw_output_contents.append(values.astype("<f4").tobytes())
                 else:
-                    output.contents.fp32_contents.extend(y.tolist())
+                    output.contents.fp32_contents.extend(values.reshape(-1).tolist())
             if warnings:
                 response.parameters["warnings"].string_param = warnings
             return response

@@ -34,6 +34,8 @@ from serve.v2 import V2Codec
 logger = logging.getLogger("serve")
 
 MODEL_FILE = "model.onnx"
+# The model card's predicted-vs-actual plot, which export writes beside the model; optional.
+PLOT_FILE = "model.png"
 # How often an unload looks whether the version's last requests have finished.
 _DRAIN_POLL_SECONDS = 0.005
 
@@ -63,7 +65,7 @@ class Served:
     """A ready version and everything its requests use, built once when it loads. `in_flight` counts
     the requests running on it, so that an unload can wait for them before releasing the session."""
 
-    __slots__ = ("coalescer", "codec", "document", "drift", "in_flight", "model", "signature", "v2_codec",
+    __slots__ = ("coalescer", "codec", "document", "drift", "in_flight", "model", "plot", "signature", "v2_codec",
                  "v2_document")
 
     def __init__(self, model: Model, signature: Signature, settings: Settings):
@@ -75,6 +77,7 @@ class Served:
         self.drift = Drift(model.name, model.version, model.drift_reference, settings.drift_window, settings.shared_dir)
         self.document = documents.model(model)
         self.v2_document = documents.v2_model(model)
+        self.plot = _read_plot(model.path.with_name(PLOT_FILE))
         self.in_flight = 0
 
 
@@ -297,6 +300,14 @@ def _return_freed_memory() -> None:
     79.6 -> 77.1 MB, measured)."""
     with contextlib.suppress(OSError, AttributeError):  # not glibc: no such call, nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _read_plot(path: Path) -> bytes | None:
+    """The plot's bytes, read once with the version it belongs to; None when there is none."""
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
 
 
 def _signature(path: Path) -> Signature | None:

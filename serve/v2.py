@@ -40,7 +40,7 @@ class InferRequest(NamedTuple):  # a NamedTuple: a frozen dataclass costs ~1 us 
     x: np.ndarray
     id: str | None
     binary_output: bool
-    # Requested output names; all outputs when the request names none.
+    # Requested output names, each once; MEDV alone when the request names none.
     outputs: tuple[str, ...]
 
 
@@ -246,25 +246,32 @@ class V2Codec:
             return self._default_outputs, binary_default
         if type(requested) is not list or not all(type(o) is dict for o in requested):
             raise bad("'outputs' must be an array of objects naming outputs")
-        names = tuple(o.get("name") for o in requested)
-        unknown = [str(n) for n in names if n != self.model.output_name]
+        names = tuple(dict.fromkeys(o.get("name") for o in requested))  # each once, in the order asked
+        outputs = self.model.output_shapes
+        unknown = [str(n) for n in names if n not in outputs]
         if unknown:
-            raise bad(f"unknown output(s) {', '.join(unknown)}; the model has {self.model.output_name!r}")
+            raise bad(f"unknown output(s) {', '.join(unknown)}; the model has {', '.join(map(repr, outputs))}")
         binary = any(_parameters(o, "output").get("binary_data", binary_default) is True for o in requested)
         return names, binary
 
-    def encode(self, request: InferRequest, y: np.ndarray) -> tuple[bytes, dict[str, str]]:
-        """(response body, extra headers): JSON, or a JSON header followed by binary tensor data."""
-        warnings = self.warnings(request, y)
-        output: dict[str, Any] = {"name": self.model.output_name, "datatype": "FP32", "shape": [len(y), 1]}
+    def encode(self, request: InferRequest, outputs: dict[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+        """(response body, extra headers): the requested outputs, JSON, or a JSON header followed by binary
+        tensor data."""
+        warnings = self.warnings(request, self.model.prediction(outputs))
+        tensors: list[dict[str, Any]] = []
         raw = b""
-        if request.binary_output:
-            raw = y.astype("<f4").tobytes()
-            output["parameters"] = {"binary_data_size": len(raw)}
-        else:
-            output["data"] = y.tolist()
+        for name in request.outputs:
+            values = outputs[name]
+            tensor: dict[str, Any] = {"name": name, "datatype": "FP32", "shape": self.shape(name, len(request.x))}
+            if request.binary_output:
+                data = values.astype("<f4").tobytes()
+                raw += data
+                tensor["parameters"] = {"binary_data_size": len(data)}
+            else:
+                tensor["data"] = values.reshape(-1).tolist()
+            tensors.append(tensor)
         response: dict[str, Any] = {"model_name": self.model.name, "model_version": self.model.version,
-                                    "outputs": [output] if request.outputs else []}
+                                    "outputs": tensors}
         if request.id is not None:
             response["id"] = request.id
         if warnings:
@@ -274,6 +281,10 @@ class V2Codec:
             return head, {}
         headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
         return head + raw, headers
+
+    def shape(self, output: str, rows: int) -> list[int]:
+        """The shape of an output for `rows` rows."""
+        return [rows, *self.model.output_shapes[output][1:]]
 
     def warnings(self, request: InferRequest, y: np.ndarray) -> str:
         """The range warnings as the response's "warnings" parameter ("" for none), once the predictions are

@@ -55,6 +55,7 @@ def recording_router(seen: list[Any]) -> Router:
 REQUESTS = [(method, path.replace("{model}", model)) for model in [*MODELS, "unknown"]
             for method in ("POST", "GET") for path in [
                 "/v2/models/{model}/infer", "/models/{model}/predict", "/v2/models/{model}/versions/1/infer",
+                "/models/{model}/explain", "/models/{model}/versions/1/explain",
                 "/v2/models/{model}", "/models/{model}", "/models/{model}/predict/", "/nowhere/{model}",
                 "/models/{model}/versions/1/predict", "/v2/repository/models/{model}/load"]]
 
@@ -72,5 +73,5 @@ def test_the_lookup_holds_the_post_routes_of_each_loaded_model_that_take_only_th
     dispatch = Dispatch(recording_router([]))
     dispatch.index(MODELS)
     assert sorted(dispatch._exact) == sorted(f"{prefix}{model}{suffix}" for model in MODELS for prefix, suffix in [
-        ("/v2/models/", "/infer"), ("/models/", "/predict"), ("/v2/repository/models/", "/load"),
-        ("/v2/repository/models/", "/unload")])
+        ("/v2/models/", "/infer"), ("/models/", "/predict"), ("/models/", "/explain"),
+        ("/v2/repository/models/", "/load"), ("/v2/repository/models/", "/unload")])

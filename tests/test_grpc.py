@@ -31,7 +31,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.conftest import FEATURES, FIRST, Server, running_server
 from tests.test_server import raw_request, read_response
-from tests.test_v2 import batch, predict_route
+from tests.test_v2 import EXPLANATION_OUTPUTS, assert_as_the_explain_route, batch, predict_route
 
 TOKEN = "s3cret"
 
@@ -82,7 +82,8 @@ def test_model_metadata_names_the_tensors(client: triton.InferenceServerClient) 
     meta = client.get_model_metadata("mlp", as_json=True)
     assert (meta["name"], meta["versions"], meta["platform"]) == ("mlp", ["1"], "onnx_onnxv1")
     assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": ["-1", "13"]}]
-    assert meta["outputs"] == [{"name": "MEDV", "datatype": "FP32", "shape": ["-1", "1"]}]
+    assert meta["outputs"] == [{"name": name, "datatype": "FP32", "shape": ["-1", width]} for name, width in
+                               (("MEDV", "1"), ("MEDV_lower", "1"), ("MEDV_upper", "1"), ("contributions", "13"))]
 
 
 @pytest.mark.parametrize("n", [1, 7, 10_000])
@@ -118,9 +119,36 @@ def test_id_is_echoed_and_range_warnings_are_a_json_parameter(client: triton.Inf
 def test_requested_outputs_are_honoured(client: triton.InferenceServerClient) -> None:
     result = infer(client, "linear", batch(3), outputs=[triton.InferRequestedOutput("MEDV")])
     assert medv(result).shape == (3,)
-    with pytest.raises(InferenceServerException, match=r"unknown output\(s\) price; the model has 'MEDV'") as error:
+    with pytest.raises(InferenceServerException, match=r"unknown output\(s\) price; the model has 'MEDV', "
+                                                       "'MEDV_lower', 'MEDV_upper', 'contributions'") as error:
         infer(client, "linear", batch(3), outputs=[triton.InferRequestedOutput("price")])
     assert error.value.status() == "StatusCode.INVALID_ARGUMENT"
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_requested_explanation_outputs_are_answered_as_the_explain_route_has_them(
+        client: triton.InferenceServerClient, server: Server, model: str) -> None:
+    x = batch(7)
+    names = ("MEDV", *EXPLANATION_OUTPUTS)
+    result = infer(client, model, x, outputs=[triton.InferRequestedOutput(name) for name in names])
+    assert_as_the_explain_route(server, model, x, [result.as_numpy(name) for name in names])
+
+
+def test_a_request_naming_no_outputs_answers_medv_alone(client: triton.InferenceServerClient) -> None:
+    assert [o.name for o in infer(client, "mlp", batch(3)).get_response().outputs] == ["MEDV"]
+
+
+def test_typed_contents_are_answered_with_the_requested_outputs_typed(stub: pb_grpc.GRPCInferenceServiceStub,
+                                                                      client: triton.InferenceServerClient) -> None:
+    x = batch(2)
+    request = typed_request(x.reshape(-1).tolist(), [2, 13])
+    request.outputs.add(name="contributions")
+    request.outputs.add(name="MEDV")
+    response = stub.ModelInfer(request)
+    assert not response.raw_output_contents
+    assert [(o.name, list(o.shape)) for o in response.outputs] == [("contributions", [2, 13]), ("MEDV", [2, 1])]
+    raw = infer(client, "linear", x, outputs=[triton.InferRequestedOutput("contributions")]).as_numpy("contributions")
+    np.testing.assert_allclose(np.reshape(response.outputs[0].contents.fp32_contents, (2, 13)), raw, atol=1e-6)
 
 
 @pytest.mark.parametrize("datatype", ["FP32", "FP64"])

@@ -1,15 +1,19 @@
-"""The read-only routes: health, model listing and metadata, OpenAPI, metrics, landing page."""
+"""The read-only routes: health, model listing and metadata, model card plots, OpenAPI, metrics, landing page."""
 
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 from starlette.testclient import TestClient
 
-from tests.conftest import FEATURES, FIRST
+from serve.app import create_app
+from serve.settings import Settings
+from tests.conftest import FEATURES, FIRST, MODEL_DIR
 
 
 def test_liveness_and_readiness_answer_200_once_started(client: TestClient) -> None:
@@ -101,3 +105,62 @@ def test_the_landing_page_lists_models_features_metrics_and_a_form_each(client: 
     assert "<td>B <small>also: black</small></td>" in page
     assert "RMSE" in page
     assert not re.search(r'(src|href)="https?://', page), "the page must not load external assets"
+
+
+def test_the_linear_models_metadata_has_its_coefficient_table(client: TestClient) -> None:
+    coefficients = client.get("/models/linear").json()["coefficients"]
+    by_term = {row["term"]: row for row in coefficients}
+    assert list(by_term) == ["Intercept", "CRIM", "INDUS", "CHAS", "RM", "AGE", "DIS", "TAX", "LSTAT"]
+    for term, coefficient, std_error in (("Intercept", "22.5328", "0.231675"), ("CRIM", "-0.664513", "0.295568"),
+                                         ("RM", "3.35801", "0.306851")):  # the workshop's GLM table, to its digits
+        assert (f"{by_term[term]['coefficient']:.6g}", f"{by_term[term]['std_error']:.6g}") == (coefficient, std_error)
+    columns = {"term", "coefficient", "std_error", "t", "p", "ci_lower", "ci_upper"}
+    assert all(columns <= set(row) for row in coefficients)
+    assert "coefficients" not in client.get("/models/mlp").json()
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_model_metadata_describes_the_interval_and_the_baseline(client: TestClient, model: str) -> None:
+    meta = client.get(f"/models/{model}/versions/1").json()
+    assert meta["interval"]["level"] == 0.9 and meta["interval"]["description"] and meta["interval"]["method"]
+    assert isinstance(meta["baseline"]["value"], float) and meta["baseline"]["kind"]
+
+
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_each_versions_model_card_plot_is_served_as_png(client: TestClient, model: str) -> None:
+    response = client.get(f"/models/{model}/versions/1/plot.png")
+    assert response.headers["content-type"] == "image/png"
+    assert response.content == (MODEL_DIR / model / "1" / "model.png").read_bytes()
+    missing = client.get(f"/models/{model}/versions/9/plot.png")
+    assert missing.status_code == 404 and "no ready version '9'" in missing.json()["error"]
+
+
+def test_a_version_without_a_plot_still_has_a_page(tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(MODEL_DIR, store, ignore=shutil.ignore_patterns("*.png"))
+    with TestClient(create_app(Settings(model_dir=store, access_log="off", grpc_port=0))) as bare:
+        response = bare.get("/models/linear/versions/1/plot.png")
+        assert response.status_code == 404 and response.json()["error"] == (
+            "model 'linear' version 1 has no plot (model.png beside its model.onnx)")
+        page = bare.get("/")
+        assert page.status_code == 200 and "plot.png" not in page.text and page.text.count('<form class="try"') == 2
+
+
+def test_openapi_documents_the_explain_routes_and_their_answers(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/models/linear/explain", "/models/mlp/versions/{version}/explain"):
+        responses = spec["paths"][path]["post"]["responses"]
+        assert {"200", "409", "422", "413"} <= set(responses)
+        assert responses["200"]["content"]["application/json"]["schema"]["oneOf"] == [
+            {"$ref": "#/components/schemas/Explanation"}, {"$ref": "#/components/schemas/Explanations"}]
+    explanation = spec["components"]["schemas"]["Explanation"]
+    assert {"prediction", "interval", "baseline", "contributions", "warnings"} <= set(explanation["required"])
+    output = spec["components"]["schemas"]["InferenceRequest"]["properties"]["outputs"]["items"]["properties"]["name"]
+    assert "MEDV_lower, MEDV_upper, contributions" in output["description"]
+
+
+def test_the_landing_page_explains_with_an_interval_a_bar_chart_and_the_plot(client: TestClient) -> None:
+    page = client.get("/").text
+    assert 'data-url="/models/linear/explain"' in page and 'data-url="/models/mlp/explain"' in page
+    assert '<img src="/models/mlp/versions/1/plot.png"' in page and "createElementNS(SVG" in page
+    assert "<th>std. error</th>" in page and "<td>Intercept</td><td>22.5328</td>" in page

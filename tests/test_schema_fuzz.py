@@ -79,7 +79,7 @@ def test_every_documented_route_answers_as_documented_and_never_5xx(case: Case[A
 def test_the_document_lists_every_route_the_server_has(server: Server) -> None:
     documented = set(httpx.get(server.url + "/openapi.json").json()["paths"])
     for route in routes:
-        if route.path.startswith("/models/{model}/") and route.path.endswith("/predict"):  # one per model
+        if route.path.startswith("/models/{model}/") and route.path.endswith(("/predict", "/explain")):  # one per model
             for name in ("linear", "mlp"):
                 assert route.path.replace("{model}", name) in documented
         else:

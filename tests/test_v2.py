@@ -53,7 +53,9 @@ def test_model_metadata_names_tensors_features_and_ranges(triton_client: triton.
     meta = triton_client.get_model_metadata("mlp")
     assert meta["platform"] == "onnx_onnxv1" and meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 13]}]
-    assert meta["outputs"] == [{"name": "MEDV", "datatype": "FP32", "shape": [-1, 1]}]
+    assert meta["outputs"] == [{"name": name, "datatype": "FP32", "shape": shape} for name, shape in
+                               (("MEDV", [-1, 1]), ("MEDV_lower", [-1, 1]), ("MEDV_upper", [-1, 1]),
+                                ("contributions", [-1, 13]))]
     assert meta["parameters"]["feature_names"].split(",") == FEATURES
     assert json.loads(meta["parameters"]["training_ranges"])["PTRATIO"] == [12.6, 22.0]
     assert json.loads(meta["parameters"]["feature_aliases"]) == {"B": ["black"]}
@@ -100,6 +102,60 @@ def test_tritonclient_errors_arrive_as_exceptions_with_the_message(triton_client
     with pytest.raises(InferenceServerException, match="unknown model"):
         triton_client.get_model_metadata("nope")
     assert not triton_client.is_model_ready("linear", "2")
+
+
+EXPLANATION_OUTPUTS = ("MEDV_lower", "MEDV_upper", "contributions")
+
+
+def assert_as_the_explain_route(server: Server, model: str, x: np.ndarray, outputs: list[Any]) -> None:
+    """MEDV, MEDV_lower, MEDV_upper and contributions for `x` are what the explain route answers."""
+    prediction, lower, upper, contributions = outputs
+    assert [a.shape for a in outputs] == [(len(x), 1)] * 3 + [(len(x), 13)]
+    response = httpx.post(f"{server.url}/models/{model}/explain", json={"instances": x.tolist()}, timeout=60)
+    for i, explanation in enumerate(response.json()["explanations"]):
+        assert prediction[i, 0] == pytest.approx(explanation["prediction"], abs=1e-6)
+        interval = explanation["interval"]
+        assert (lower[i, 0], upper[i, 0]) == pytest.approx((interval["lower"], interval["upper"]), abs=1e-6)
+        by_feature = {c["feature"]: c["contribution"] for c in explanation["contributions"]}
+        np.testing.assert_allclose(contributions[i], [by_feature[f] for f in FEATURES], atol=1e-6)
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+@pytest.mark.parametrize("model", ["linear", "mlp"])
+def test_tritonclient_gets_the_explanation_outputs_it_asks_for_as_the_explain_route_has_them(
+        triton_client: triton.InferenceServerClient, server: Server, model: str, binary: bool) -> None:
+    x = batch(7)
+    features = triton.InferInput("features", list(x.shape), "FP32")
+    features.set_data_from_numpy(x, binary_data=binary)
+    names = ("MEDV", *EXPLANATION_OUTPUTS)
+    requested = [triton.InferRequestedOutput(n, binary_data=binary) for n in names]
+    result = triton_client.infer(model, [features], outputs=requested)
+    assert (result.get_output("contributions").get("parameters") is not None) is binary
+    assert_as_the_explain_route(server, model, x, [result.as_numpy(n) for n in names])
+
+
+def test_tritonclient_may_ask_for_one_explanation_output_alone(triton_client: triton.InferenceServerClient) -> None:
+    features = triton.InferInput("features", [3, 13], "FP32")
+    features.set_data_from_numpy(batch(3))
+    result = triton_client.infer("linear", [features], outputs=[triton.InferRequestedOutput("MEDV_upper")])
+    assert [o["name"] for o in result.get_response()["outputs"]] == ["MEDV_upper"]
+    assert result.as_numpy("MEDV_upper").shape == (3, 1)  # type: ignore[union-attr]
+
+
+def test_a_request_naming_no_outputs_answers_medv_alone(triton_client: triton.InferenceServerClient,
+                                                         client: TestClient) -> None:
+    features = triton.InferInput("features", [3, 13], "FP32")
+    features.set_data_from_numpy(batch(3))
+    assert [o["name"] for o in triton_client.infer("mlp", [features]).get_response()["outputs"]] == ["MEDV"]
+    plain = v2(client, {"inputs": [tensor(batch(3).reshape(-1).tolist(), [3, 13])]}).json()
+    assert [o["name"] for o in plain["outputs"]] == ["MEDV"]
+
+
+def test_an_unknown_output_is_a_400_naming_the_models_outputs(client: TestClient) -> None:
+    body = {"inputs": [tensor([FIRST[k] for k in FEATURES], [1, 13])], "outputs": [{"name": "shap"}]}
+    response = v2(client, body)
+    assert response.status_code == 400 and response.json() == {
+        "error": "unknown output(s) shap; the model has 'MEDV', 'MEDV_lower', 'MEDV_upper', 'contributions'"}
 
 
 # Plain JSON, in process.

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.utils
+import onnxruntime as ort
 from onnx import helper, numpy_helper
 
 from tests.conftest import MODEL_DIR
@@ -38,7 +40,31 @@ def variant(name: str, version: int, shift: float, golden_shift: float | None = 
     meta = {p.key: p.value for p in model.metadata_props}
     golden = json.loads(meta["golden"])
     golden["outputs"] = [y + (shift if golden_shift is None else golden_shift) for y in golden["outputs"]]
-    meta.update(model_version=str(version), golden=json.dumps(golden))
+    if "extra_outputs" in golden:  # the outputs computed from MEDV move with it: their golden values are the variant's
+        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        names = list(golden["extra_outputs"])
+        feed = {"features": np.array(golden["inputs"], np.float32), meta["explain_input"]: np.array(True)}
+        values = session.run(names, feed)
+        golden["extra_outputs"] = {name: (v.reshape(-1) if v.shape[1] == 1 else v).tolist()
+                                   for name, v in zip(names, values)}
+    return _with_metadata(model, {**meta, "model_version": str(version), "golden": json.dumps(golden)}, version)
+
+
+def without_explanations(name: str) -> bytes:
+    """Version 1 of `name` as an export from before explanations wrote it: MEDV the one output, no gate, interval,
+    baseline, coefficients or golden extra outputs."""
+    model = onnx.load(MODEL_DIR / name / "1" / "model.onnx")
+    meta = {p.key: p.value for p in model.metadata_props}
+    # The graph that computes MEDV alone (the extractor keeps no metadata: it is set again below).
+    model = onnx.utils.Extractor(model).extract_model([model.graph.input[0].name], [model.graph.output[0].name])
+    golden = json.loads(meta["golden"])
+    golden.pop("extra_outputs", None)
+    meta = {key: value for key, value in meta.items()
+            if key not in ("interval", "baseline", "coefficients", "explain_input")}
+    return _with_metadata(model, {**meta, "golden": json.dumps(golden)}, int(meta["model_version"]))
+
+
+def _with_metadata(model: onnx.ModelProto, meta: dict[str, str], version: int) -> bytes:
     del model.metadata_props[:]
     helper.set_model_props(model, meta)
     model.model_version = version
