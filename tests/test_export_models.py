@@ -284,7 +284,8 @@ def test_metadata_carries_every_contract_key_readable_by_onnxruntime_and_onnx(na
     assert set(meta) == {
         "model_name", "model_version", "description", "input_name", "output_name", "feature_names",
         "features_used", "features", "target", "metrics", "data_sha256", "training_environment", "hyperparameters",
-        "golden", "explain_input", "interval", "baseline", *(["coefficients"] if name == "linear" else []),
+        "golden", "drift_reference", "explain_input", "interval", "baseline",
+        *(["coefficients"] if name == "linear" else []),
     }
     proto = onnx.load(committed_file(name))
     assert {p.key: p.value for p in proto.metadata_props} == meta
@@ -302,6 +303,12 @@ def test_metadata_carries_every_contract_key_readable_by_onnxruntime_and_onnx(na
     libraries = set(environment["libraries"])
     assert {"python", "numpy", "scikit-learn", "torch", "onnx", "skl2onnx", "onnxruntime"} <= libraries
     assert "\n" not in meta["description"]
+    reference = {f["name"]: f for f in json.loads(meta["drift_reference"])}
+    assert list(reference) == list(schema.FEATURE_NAMES)
+    assert reference["CHAS"]["edges"] == [0.0, 1.0] and len(reference["RM"]["edges"]) == 11  # ties collapse deciles
+    for feature in reference.values():  # below the minimum, the bins, exactly the maximum, above it
+        assert len(feature["shares"]) == len(feature["edges"]) + 2 and sum(feature["shares"]) == pytest.approx(1)
+        assert feature["shares"][0] == feature["shares"][-1] == 0
 
 
 @pytest.mark.parametrize("name", NAMES)
