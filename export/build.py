@@ -94,7 +94,7 @@ def mlp_model(dataset: Dataset, version: int = 1, config: mlp.Config = mlp.CHOSE
                         "the absolute out-of-fold residuals of the 5-fold cross-validation (one width for every "
                         "row); coverage and mean width measured with nested folds (python -m export.conformal), "
                         "where the models see 4/5 of the rows and the widths come out larger; chosen there over "
-                        "CV+ on the same fold models (coverage 0.933, mean width 12.72)",
+                        "CV+ on the same fold models (coverage 0.933, mean width 12.76)",
             coverage=conformal.MEASURED.coverage,
             mean_width=conformal.MEASURED.mean_width),
         baseline=float(mlp.predictor(trained.module)(reference[None])[0]),

@@ -283,7 +283,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 from serve.app import create_app
 from serve.settings import Settings
-settings = Settings(model_dir=Path({str(MODEL_DIR)!r}), grpc_port={free_port()})
+settings = Settings(model_dir=Path({str(MODEL_DIR)!r}), grpc_port={free_port()}, access_log="off")
 with TestClient(create_app(settings)) as client:
     assert client.post("/models/linear/predict", json={FIRST!r}).status_code == 200
 print(sorted(name for name in sys.modules if name.startswith("opentelemetry")))
