@@ -40,11 +40,13 @@ COPY requirements.txt /tmp/
 RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir -r /tmp/requirements.txt \
  && /opt/venv/bin/pip uninstall --yes pip setuptools
-# About 30 MB nobody runs: numpy's own test suite, and the debug symbols uvloop and httptools ship.
-# Only those two are stripped: numpy's and onnxruntime's libraries are already stripped and
-# patched by auditwheel, and rewriting a patched ELF file can break it.
+# About 40 MB nobody runs: numpy's own test suite, onnxruntime's model-conversion tooling (transformers,
+# quantization, tools: 9 MB of Python that inference never imports), and the debug symbols uvloop and
+# httptools ship. Only those two are stripped: numpy's and onnxruntime's libraries are already stripped
+# and patched by auditwheel, and rewriting a patched ELF file can break it.
 WORKDIR /opt/venv/lib/python3.11/site-packages
 RUN find numpy -depth -type d -name tests -exec rm -rf {} + \
+ && rm -rf onnxruntime/transformers onnxruntime/quantization onnxruntime/tools \
  && strip --strip-debug uvloop/*.so httptools/parser/*.so
 
 
