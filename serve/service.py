@@ -122,9 +122,11 @@ class Service:
         return orjson.dumps(self.resolve(name, version).drift.document())
 
     def exposition(self) -> str:
-        """GET /metrics: the request metrics, then the drift series of every ready version."""
+        """GET /metrics: the request metrics, readiness, then the drift series of every ready version."""
         ready = [served.drift for by_version in self.store.snapshot.versions.values() for served in by_version.values()]
-        return self.metrics.exposition() + drift.exposition(ready)
+        readiness = ("# HELP serve_ready 1 while every model has a version ready (GET /health/ready answers 200).\n"
+                     f"# TYPE serve_ready gauge\nserve_ready {int(self.ready)}\n")
+        return self.metrics.exposition() + readiness + drift.exposition(ready)
 
     def v2_model(self, name: str, version: str | None = None) -> dict[str, Any]:
         served = self.resolve(name, version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from starlette.testclient import TestClient
 from serve.app import create_app
 from serve.settings import Settings
 from tests.conftest import FEATURES, FIRST, MODEL_DIR
+from tests.versions import store_copy
 
 
 def test_liveness_and_readiness_answer_200_once_started(client: TestClient) -> None:
@@ -164,3 +166,16 @@ def test_the_landing_page_explains_with_an_interval_a_bar_chart_and_the_plot(cli
     assert 'data-url="/models/linear/explain"' in page and 'data-url="/models/mlp/explain"' in page
     assert '<img src="/models/mlp/versions/1/plot.png"' in page and "createElementNS(SVG" in page
     assert "<th>std. error</th>" in page and "<td>Intercept</td><td>22.5328</td>" in page
+
+
+
+def test_metrics_report_readiness_as_health_ready_does(tmp_path: Path) -> None:
+    store = store_copy(tmp_path)
+    with TestClient(create_app(Settings(model_dir=store, grpc_port=0, watch=0.1))) as client:
+        assert "\nserve_ready 1\n" in client.get("/metrics").text
+        (store / "linear" / "1" / "model.onnx").unlink()  # its only version's file: meant to serve, and cannot
+        deadline = time.monotonic() + 10
+        while client.get("/health/ready").status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/health/ready").status_code == 503
+        assert "\nserve_ready 0\n" in client.get("/metrics").text
