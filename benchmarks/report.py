@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.plan import LARGE_BATCH, PEERS
+from benchmarks.plan import LARGE_BATCH, PEER_GOAL_POINTS, PEERS
 from benchmarks.targets import TARGETS
 
 # The serving issue's goals.
@@ -187,6 +187,8 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
                   f"not sway: {by_cpu['ours-default']}, {by_cpu['ours-json-log']} and {by_cpu['ours']}.", ""]
     if results.get("skipped"):
         lines += [f"Not measured: {results['skipped']}.", ""]
+    if peers := peer_table(results):
+        lines += [*peers, ""]
     lines += ["## Headline: ratios measured in the same run (req/s)", "",
               "| rows | connections | ours / ceiling | ours / MLServer | ours / KServe | ours / naive "
               "| V2 JSON / ceiling | V2 binary / ceiling |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -201,6 +203,22 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {check['check']} | {_number(check['value'])} | {check['goal']} | {met} |")
     lines += ["", *[f"![{name}]({name})" for name in plots], ""]
     return "\n".join(lines)
+
+
+def peer_table(results: dict[str, Any]) -> list[str]:
+    """Ours as `python -m serve` starts against every peer at the points the peers issue judges, same run."""
+    lines = ["## Against the servers users pick instead (same run; ours with its defaults)", "",
+             "| target | rows | conns | req/s | rows/s | p50 ms | p99 ms | ours (defaults) / this (req/s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for rows, connections in PEER_GOAL_POINTS:
+        for target in ("ours-default", *PEERS):
+            entry = point(results, target, rows, connections)
+            if entry is not None:
+                versus = None if target == "ours-default" else ratio(results, "ours-default", target, rows, connections)
+                lines.append(f"| {TARGETS[target].label} | {rows:,} | {connections} | {entry['req_per_s']:,.0f} | "
+                             f"{entry['rows_per_s']:,.0f} | {entry['p50_ms']:.3f} | {entry['p99_ms']:.3f} | "
+                             f"{_x(versus)} |")
+    return lines if len(lines) > 4 else []
 
 
 def details(results: dict[str, Any]) -> str:
