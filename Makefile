@@ -7,6 +7,8 @@ PIP    := $(PY) -m pip --disable-pip-version-check -q
 BENCH_VENV := .venv-bench
 # KServe's client, which the gRPC tests drive, cannot share a process or a venv with tritonclient.grpc.
 KSERVE_VENV := .venv-kserve
+# Each benchmark peer in its own venv from its own pinned requirements file.
+PEER_KSERVE_VENV := .venv-peer-kserve
 # e.g. `make bench BENCH_ARGS=--quick`
 BENCH_ARGS ?=
 # Debian packages the test suite drives for real (browser test, container test, benchmark smoke test,
@@ -19,7 +21,7 @@ run: $(VENV)/.runtime
 	$(PY) -m serve
 
 # Lint and type-check first: they take seconds, the suite minutes.
-test: $(VENV)/.dev $(KSERVE_VENV)/.installed system-deps
+test: $(VENV)/.dev $(KSERVE_VENV)/.installed $(PEER_KSERVE_VENV)/.installed system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy serve
 	$(PY) -m pytest
@@ -32,7 +34,7 @@ soak: $(VENV)/.dev
 export: $(VENV)/.export
 	$(PY) -m export
 
-bench: $(VENV)/.export $(BENCH_VENV)/.installed bench-deps
+bench: $(VENV)/.export $(BENCH_VENV)/.installed $(PEER_KSERVE_VENV)/.installed bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # The gRPC modules are generated from the committed .proto and committed too (the runtime needs no
@@ -65,6 +67,11 @@ $(KSERVE_VENV)/.installed: requirements-kserve.txt
 	$(KSERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-kserve.txt
 	touch $@
 
+$(PEER_KSERVE_VENV)/.installed: requirements-peer-kserve.txt requirements-kserve.txt
+	$(PYTHON) -m venv $(PEER_KSERVE_VENV)
+	$(PEER_KSERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-peer-kserve.txt
+	touch $@
+
 bench-deps:
 	@command -v wrk >/dev/null || { echo "installing Debian package: wrk"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
@@ -77,4 +84,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(KSERVE_VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(KSERVE_VENV) $(PEER_KSERVE_VENV) .pytest_cache

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import environment, plots, readme, report, run
-from benchmarks.paths import BENCH_PYTHON, RESULTS, WORK
-from benchmarks.plan import BASELINES, FULL, QUICK, SECTIONS, Plan
-from benchmarks.targets import TARGETS
+from benchmarks.paths import RESULTS, ROOT, WORK
+from benchmarks.plan import FULL, QUICK, SECTIONS, Plan
+from benchmarks.targets import PEER_PYTHONS, TARGETS
 
 
 def parse_args(argv: list[str]) -> tuple[Plan, Path, bool]:
@@ -55,10 +55,11 @@ def _known(given: str, allowed: tuple[str, ...], what: str) -> list[str]:
 def measure(plan: Plan, work: Path) -> dict[str, Any]:
     started = time.monotonic()
     results: dict[str, Any] = {"environment": environment.describe()}
-    if not BENCH_PYTHON.exists() and any(t in plan.targets for t in BASELINES):
-        results["skipped"] = (f"MLServer and the naive app ({BENCH_PYTHON.parent.parent.name} is missing: "
-                              "`make bench` builds it)")
-        plan = plan.without_baselines()
+    missing = [t for t in plan.targets if t in PEER_PYTHONS and not PEER_PYTHONS[t].exists()]
+    if missing:
+        venvs = sorted({str(PEER_PYTHONS[t].parent.parent.relative_to(ROOT)) for t in missing})
+        results["skipped"] = f"{', '.join(missing)} ({', '.join(venvs)} missing: `make bench` builds them)"
+        plan = plan.without(missing)
     results["plan"] = asdict(plan)
     for section in SECTIONS:
         if section not in plan.sections:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.paths import BENCH_PYTHON, ROOT
+from benchmarks.targets import PEER_PYTHONS
 
 MAIN_PACKAGES = ("numpy", "onnxruntime", "starlette", "uvicorn", "uvloop", "httptools", "orjson", "scikit-learn",
                  "torch", "onnx", "skl2onnx")
@@ -37,6 +38,7 @@ def describe() -> dict[str, Any]:
         "diff_sha256": hashlib.sha256(_output(["git", "-C", str(ROOT), "diff", "HEAD"]).encode()).hexdigest(),
         "packages": {name: _version(name) for name in MAIN_PACKAGES},
         "bench_packages": _bench_versions(),
+        "venv_mib": _venv_sizes(),
         "load_average_start": os.getloadavg(),
     }
 
@@ -68,6 +70,13 @@ def _bench_versions() -> dict[str, str] | None:
     script = ("import json, importlib.metadata as m; "
               f"print(json.dumps({{n: m.version(n) for n in {list(BENCH_PACKAGES)!r}}}))")
     return dict(json.loads(_output([str(BENCH_PYTHON), "-c", script]) or "{}"))
+
+
+def _venv_sizes() -> dict[str, float]:
+    """Installed size of each peer's venv (and ours, for comparison), MiB on disk."""
+    venvs = {ROOT / ".venv", *(python.parent.parent for python in PEER_PYTHONS.values())}
+    return {venv.name: int(_output(["du", "-sk", str(venv)]).split()[0]) / 1024 for venv in sorted(venvs)
+            if venv.exists()}
 
 
 def _output(command: list[str]) -> str:

@@ -66,7 +66,9 @@ def _folded_affine() -> Callable[[np.ndarray], Callable[[], object]]:
 def _torch_eager() -> Callable[[np.ndarray], Callable[[], object]]:
     """The MLP as the torch module it was exported from (standardization folded, weights from the file)."""
     module = nn.Sequential(nn.Linear(13, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1)).eval()
-    module.load_state_dict({name: torch.from_numpy(value) for name, value in _initializers("mlp").items()})
+    # The graph also holds the interval and explanation constants: take the module's own weights only.
+    weights = _initializers("mlp")
+    module.load_state_dict({name: torch.from_numpy(weights[name]) for name in module.state_dict()})
 
     def prepare(x: np.ndarray) -> Callable[[], object]:
         tensor = torch.from_numpy(x.astype(np.float32))

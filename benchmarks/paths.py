@@ -17,3 +17,5 @@ RESULTS = ROOT / "benchmarks" / "results"
 WORK = ROOT / "build" / "bench"
 BENCH_VENV = ROOT / ".venv-bench"
 BENCH_PYTHON = BENCH_VENV / "bin" / "python"
+# Each peer server in its own venv from its own pinned requirements file (`make bench` builds them).
+KSERVE_PEER_PYTHON = ROOT / ".venv-peer-kserve" / "bin" / "python"

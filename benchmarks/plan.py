@@ -7,12 +7,14 @@ from dataclasses import dataclass, replace
 from benchmarks.throughput import Point
 
 SECTIONS = ("inprocess", "http", "workers", "export")
-BASELINES = ("mlserver", "naive")
-GRID_TARGETS = ("ceiling", "ours", "ours-v2-json", "ours-v2-binary", "mlserver", "naive")
+GRID_TARGETS = ("ceiling", "ours", "ours-v2-json", "ours-v2-binary", "mlserver", "kserve", "naive")
 # The serving issue's large-batch check: 10,000 rows at one connection, binary against JSON.
 LARGE_BATCH = 10_000
 # The default configuration and the JSON log, measured at one point: single records at the most connections.
 CONFIG_TARGETS = ("ours-default", "ours-json-log")
+# The peers issue's goals compare our default configuration with the fastest peer at these (rows, connections).
+PEERS = ("mlserver", "kserve", "naive")
+PEER_GOAL_POINTS = ((1, 64), (1, 1), (1000, 8))
 # The issues' goals are judged on single-row requests to these targets; those points get `goal_rounds`.
 GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json", *CONFIG_TARGETS)
 
@@ -35,13 +37,15 @@ class Plan:
         grid = [Point(t, r, c) for t in GRID_TARGETS if t in self.targets for r in self.rows for c in self.connections]
         extra = [Point(t, LARGE_BATCH, 1) for t in ("ours", "ours-v2-json", "ours-v2-binary") if t in self.targets]
         extra += [Point(t, 1, max(self.connections)) for t in CONFIG_TARGETS if t in self.targets]
+        extra += [Point("ours-default", rows, connections) for rows, connections in PEER_GOAL_POINTS[1:]
+                  if "ours-default" in self.targets and rows in self.rows and connections in self.connections]
         return grid + extra
 
     def rounds_for(self, point: Point) -> int:
         return self.goal_rounds if point.rows == 1 and point.target in GOAL_TARGETS else self.rounds
 
-    def without_baselines(self) -> Plan:
-        return replace(self, targets=tuple(t for t in self.targets if t not in BASELINES))
+    def without(self, targets: list[str]) -> Plan:
+        return replace(self, targets=tuple(t for t in self.targets if t not in targets))
 
 
 FULL = Plan(

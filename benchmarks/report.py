@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.plan import LARGE_BATCH
+from benchmarks.plan import LARGE_BATCH, PEER_GOAL_POINTS, PEERS
 from benchmarks.targets import TARGETS
 
 # The serving issue's goals.
@@ -16,6 +16,10 @@ JSON_LOG_RATIO_GOAL = 0.85
 P99_GOAL_MS = 0.3
 BATCH_1000_GOAL_MS = 2.0
 FEW_REQUESTS = 100
+# The peers issue's, ours as `python -m serve` starts against the fastest peer measured in the same run.
+PEER_SPEED_GOAL = 10.0
+PEER_P99_GOAL = 0.5
+PEER_ROWS_GOAL = 5.0
 
 
 def point(results: dict[str, Any], target: str, rows: int, connections: int) -> dict[str, Any] | None:
@@ -63,11 +67,37 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     rows_connections = sorted({(e["rows"], e["connections"]) for e in entries if e["target"] == "ours"})
     ratios = [{
         "rows": rows, "connections": connections,
-        **{f"ours_over_{b}": ratio(results, "ours", b, rows, connections) for b in ("ceiling", "mlserver", "naive")},
+        **{f"ours_over_{b}": ratio(results, "ours", b, rows, connections) for b in ("ceiling", *PEERS)},
         "v2_json_over_ceiling": ratio(results, "ours-v2-json", "ceiling", rows, connections),
         "v2_binary_over_ceiling": ratio(results, "ours-v2-binary", "ceiling", rows, connections),
     } for rows, connections in rows_connections]
     return [r for r in ratios if any(value is not None for key, value in r.items() if "_over_" in key)]
+
+
+def over_fastest_peer(results: dict[str, Any], rows: int, connections: int) -> float | None:
+    """Our default configuration's req/s over the fastest peer's at this point: the smallest of the ratios."""
+    ratios = [r for peer in PEERS if (r := ratio(results, "ours-default", peer, rows, connections)) is not None]
+    return min(ratios) if ratios else None
+
+
+def p99_over_fastest_peer(results: dict[str, Any]) -> float | None:
+    """Our default configuration's p99 at c=1, one row, over the lowest peer p99 there."""
+    ours = figure(point(results, "ours-default", 1, 1), "p99_ms")
+    peers = [p for peer in PEERS if (p := figure(point(results, peer, 1, 1), "p99_ms")) is not None]
+    return ours / min(peers) if ours is not None and peers else None
+
+
+def peer_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The peers issue's goals (rows/s ratio equals the req/s ratio: both sides send the same rows)."""
+    c_max = widest(results)
+    return [
+        _check(f"defaults / fastest peer, 1 row, c={c_max} (req/s)", over_fastest_peer(results, 1, c_max),
+               f">= {PEER_SPEED_GOAL:g}", lambda v: v >= PEER_SPEED_GOAL),
+        _check("defaults p99 / fastest peer's p99, 1 row, c=1", p99_over_fastest_peer(results),
+               f"<= {PEER_P99_GOAL:g}", lambda v: v <= PEER_P99_GOAL),
+        _check("defaults / fastest peer, 1,000 rows, c=8 (rows/s)", over_fastest_peer(results, 1000, 8),
+               f">= {PEER_ROWS_GOAL:g}", lambda v: v >= PEER_ROWS_GOAL),
+    ]
 
 
 def serving_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -79,6 +109,7 @@ def serving_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     binary = point(results, "ours-v2-binary", LARGE_BATCH, 1)
     json_ = point(results, "ours-v2-json", LARGE_BATCH, 1)
     return [
+        *peer_checks(results),
         _check(f"ours / ceiling, 1 record, c={c_max} (req/s)", ratio(results, "ours", "ceiling", 1, c_max),
                f">= {RATIO_GOAL}", lambda v: v >= RATIO_GOAL),
         _check("ours p99 at c=1, 1 record (ms)", figure(single_c1, "p99_ms"), f"<= {P99_GOAL_MS}",
@@ -156,12 +187,15 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
                   f"not sway: {by_cpu['ours-default']}, {by_cpu['ours-json-log']} and {by_cpu['ours']}.", ""]
     if results.get("skipped"):
         lines += [f"Not measured: {results['skipped']}.", ""]
+    if peers := peer_table(results):
+        lines += [*peers, ""]
     lines += ["## Headline: ratios measured in the same run (req/s)", "",
-              "| rows | connections | ours / ceiling | ours / MLServer | ours / naive | V2 JSON / ceiling "
-              "| V2 binary / ceiling |", "|---:|---:|---:|---:|---:|---:|---:|"]
+              "| rows | connections | ours / ceiling | ours / MLServer | ours / KServe | ours / naive "
+              "| V2 JSON / ceiling | V2 binary / ceiling |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for entry in results.get("headline", []):
         lines.append(f"| {entry['rows']:,} | {entry['connections']} | {_x(entry['ours_over_ceiling'])} | "
-                     f"{_x(entry['ours_over_mlserver'])} | {_x(entry['ours_over_naive'])} | "
+                     f"{_x(entry['ours_over_mlserver'])} | {_x(entry['ours_over_kserve'])} | "
+                     f"{_x(entry['ours_over_naive'])} | "
                      f"{_x(entry['v2_json_over_ceiling'])} | {_x(entry['v2_binary_over_ceiling'])} |")
     lines += ["", "## Serving-issue checks", "", "| check | measured | goal | met |", "|---|---:|---|---|"]
     for check in results.get("serving_checks", []):
@@ -169,6 +203,22 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
         lines.append(f"| {check['check']} | {_number(check['value'])} | {check['goal']} | {met} |")
     lines += ["", *[f"![{name}]({name})" for name in plots], ""]
     return "\n".join(lines)
+
+
+def peer_table(results: dict[str, Any]) -> list[str]:
+    """Ours as `python -m serve` starts against every peer at the points the peers issue judges, same run."""
+    lines = ["## Against the servers users pick instead (same run; ours with its defaults)", "",
+             "| target | rows | conns | req/s | rows/s | p50 ms | p99 ms | ours (defaults) / this (req/s) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for rows, connections in PEER_GOAL_POINTS:
+        for target in ("ours-default", *PEERS):
+            entry = point(results, target, rows, connections)
+            if entry is not None:
+                versus = None if target == "ours-default" else ratio(results, "ours-default", target, rows, connections)
+                lines.append(f"| {TARGETS[target].label} | {rows:,} | {connections} | {entry['req_per_s']:,.0f} | "
+                             f"{entry['rows_per_s']:,.0f} | {entry['p50_ms']:.3f} | {entry['p99_ms']:.3f} | "
+                             f"{_x(versus)} |")
+    return lines if len(lines) > 4 else []
 
 
 def details(results: dict[str, Any]) -> str:
@@ -187,10 +237,11 @@ def details(results: dict[str, Any]) -> str:
         lines += ["", f"(few): under {FEW_REQUESTS} answers per run completed, a coarse figure; wrk counts no answer "
                   "still in flight when a run ends.", "",
                   "| server | cold start (process start to first right answer) | RSS at ready -> after the run | "
-                  "requests served |", "|---|---:|---:|---:|"]
+                  "requests served | processes | left running after stop |", "|---|---:|---:|---:|---:|---:|"]
         for name, s in http["servers"].items():
             lines.append(f"| {name} | {s['cold_start_s']:.2f} s | {_mib(s['rss_mib_at_ready'])} -> "
-                         f"{_mib(s['rss_mib'])} | {s['requests_served']:,} |")
+                         f"{_mib(s['rss_mib'])} | {s['requests_served']:,} | {s['processes']} | "
+                         f"{s['left_running_after_stop']} |")
     workers = results.get("workers")
     if workers:
         lines += ["", "## 2 workers vs 1 (server and wrk unpinned, 1 record)", "",

@@ -59,7 +59,10 @@ def http_section(plan: Plan, work: Path, points: list[Point] | None = None, pin:
         served = {name: sum(r["requests"] for r in results if TARGETS[r["target"]].server == name) for name in running}
         processes = {name: {"cold_start_s": server.cold_start_s, "rss_mib_at_ready": at_ready[name],
                             "rss_mib": server.rss_mib(),
-                            "requests_served": served[name]} for name, server in running.items()}
+                            "requests_served": served[name], "processes": len(server.tree) + 1}
+                     for name, server in running.items()}
+    for name, server in running.items():  # stopped now, by the exit stack
+        processes[name]["left_running_after_stop"] = len(server.survivors)
     return {"points": results, "servers": processes, "answer_checks": checks, "load_average_per_round": loads,
             "pinned": pin}
 

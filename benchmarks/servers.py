@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -59,6 +59,8 @@ class Server:
     port: int
     started: float
     cold_start_s: float = 0.0
+    tree: list[int] = field(default_factory=list)  # every descendant process, counted when ready
+    survivors: list[int] = field(default_factory=list)  # descendants still alive after stop(), then killed
 
     @property
     def url(self) -> str:
@@ -73,6 +75,7 @@ class Server:
             try:
                 if send(self.port, probe, timeout=2).status == 200:
                     self.cold_start_s = time.monotonic() - self.started
+                    self.tree = descendants(self.process.pid)
                     return
             except OSError:
                 pass
@@ -90,6 +93,9 @@ class Server:
             "SC_CLK_TCK")
 
     def stop(self) -> None:
+        """SIGTERM, as a supervisor stops it; then any descendant left behind (some frameworks leave their
+        workers) is recorded and killed by PID."""
+        tree = set(self.tree) | set(descendants(self.process.pid))
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -97,6 +103,10 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=15)
+        time.sleep(0.2)  # children exit on their parent's signal: give them the moment
+        self.survivors = [pid for pid in sorted(tree) if alive(pid)]
+        for pid in self.survivors:
+            os.kill(pid, signal.SIGKILL)
 
 
 def start(spec: ServerSpec, work: Path, pin: bool = True) -> Server:
@@ -135,6 +145,26 @@ def _children(pid: int) -> list[int]:
                 if b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
     except OSError:
         return []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid`, helpers included."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found + [grandchild for child in found for grandchild in descendants(child)]
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its parent to reap it."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _cpu_ticks(pid: int) -> int:

@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks import payloads
-from benchmarks.paths import BENCH_PYTHON, MODEL_DIR
+from benchmarks.paths import BENCH_PYTHON, KSERVE_PEER_PYTHON, MODEL_DIR, model_file
 from benchmarks.payloads import Answer, Request
 from benchmarks.servers import HOST, ServerSpec, free_port, write_mlserver_config
 
@@ -44,6 +44,13 @@ def _mlserver(port: int, work: Path) -> list[str]:
     return [str(BENCH_PYTHON.with_name("mlserver")), "start", str(config)]
 
 
+def _kserve(port: int, work: Path) -> list[str]:
+    """KServe's defaults for one core (1 worker, its latency log line per request, as our default logs each
+    request) but gRPC off: its gRPC server would listen on [::], and only its REST side is measured."""
+    return ["env", f"BENCH_MODEL={model_file('linear')}", str(KSERVE_PEER_PYTHON), "benchmarks/peers/kserve_server.py",
+            "--http_port", str(port), "--workers", "1", "--enable_grpc", "false"]
+
+
 SERVERS = {
     "ours": ServerSpec("ours", partial(_ours, "off", 1)),
     "ours-default": ServerSpec("ours-default", partial(_ours_as_started, [])),
@@ -54,8 +61,11 @@ SERVERS = {
     "ceiling": ServerSpec("ceiling", _ceiling),
     "naive": ServerSpec("naive", _naive),
     "mlserver": ServerSpec("mlserver", _mlserver),
+    "kserve": ServerSpec("kserve", _kserve),
 }
-BASELINE_SERVERS = frozenset({"naive", "mlserver"})  # need the bench venv
+BASELINE_SERVERS = frozenset({"naive", "mlserver"})  # load the pipeline the bench writes
+# The Python each peer needs: a target whose venv is missing is skipped and said so.
+PEER_PYTHONS = {"mlserver": BENCH_PYTHON, "naive": BENCH_PYTHON, "kserve": KSERVE_PEER_PYTHON}
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,8 @@ TARGETS = {target.name: target for target in [
     Target("ours-json-log", "ours: /models, defaults but `--access-log json`", "ours-json-log", OURS_RECORD,
            payloads.record_answer),
     Target("mlserver", "MLServer 1.7.1 sklearn runtime, V2 JSON", "mlserver", payloads.v2_json_request,
+           payloads.v2_answer),
+    Target("kserve", "KServe 0.21.0 ModelServer, onnxruntime model, V2 JSON", "kserve", payloads.v2_json_request,
            payloads.v2_answer),
     Target("naive", "naive: FastAPI + pydantic + pandas + sklearn", "naive",
            partial(payloads.record_request, single_path="/predict", batch_path="/predict/batch"),

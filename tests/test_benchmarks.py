@@ -6,16 +6,18 @@ Only that it ran is asserted, never a speed: figures on a shared machine are the
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from benchmarks import readme, report, wrk
+from benchmarks import readme, report, servers, wrk
 from benchmarks.payloads import Request
-from benchmarks.plan import FULL, QUICK
+from benchmarks.plan import FULL, PEER_GOAL_POINTS, PEERS, QUICK
 from benchmarks.throughput import Endpoint, Point, run_rounds
 from tests.conftest import ROOT
 
@@ -24,19 +26,37 @@ from tests.conftest import ROOT
 def test_quick_run_of_ours_against_the_ceiling_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "results"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours,ours-default", "--sections", "http",
+        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours,ours-default,kserve", "--sections",
+         "http",
          "--seconds", "1", "--results", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     points = results["http"]["points"]
-    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default"}
+    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default", "kserve"}
     assert all(p["requests"] > 0 and p["non_2xx"] == 0 and p["server_cpu_us_per_request"] > 0 for p in points)
     assert results["http"]["answer_checks"]["ours/1"] == "200, predictions match"
+    assert results["http"]["answer_checks"]["kserve/1000"] == "200, predictions match"
+    assert all(s["processes"] >= 1 and s["left_running_after_stop"] == 0 for s in results["http"]["servers"].values())
     assert results["environment"]["commit"] and results["environment"]["load_average_start"]
     assert "## Headline" in (out / "results.md").read_text()
     assert (out / "http.png").stat().st_size > 0
+
+
+def test_a_process_a_server_leaves_running_after_its_stop_is_counted_and_killed(tmp_path: Path) -> None:
+    stubborn = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "time.sleep(60)"]
+    spec = servers.ServerSpec("leaves-a-child", lambda port, work: ["sh", "-c", f"{shlex.join(stubborn)} & wait"])
+    server = servers.start(spec, tmp_path, pin=False)
+    deadline = time.monotonic() + 10
+    while not servers.descendants(server.process.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    server.stop()
+    assert len(server.survivors) == 1
+    while servers.alive(server.survivors[0]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not servers.alive(server.survivors[0])
 
 
 def test_readme_performance_section_is_replaced_between_its_markers_only(tmp_path: Path) -> None:
@@ -81,7 +101,15 @@ def test_the_default_configuration_and_the_json_log_are_measured_where_the_goals
         for target in ("ours-default", "ours-json-log"):
             point = Point(target, 1, max(plan.connections))
             assert point in plan.points() and plan.rounds_for(point) == plan.goal_rounds
-            assert [p for p in plan.points() if p.target == target] == [point]
+        assert [p for p in plan.points() if p.target == "ours-json-log"] == [Point("ours-json-log", 1,
+                                                                                  max(plan.connections))]
+
+
+def test_the_default_configuration_is_measured_at_every_point_the_peer_goals_are_judged() -> None:
+    defaults = {(p.rows, p.connections) for p in FULL.points() if p.target == "ours-default"}
+    assert defaults == set(PEER_GOAL_POINTS)
+    assert all(Point(peer, rows, connections) in FULL.points() for peer in PEERS
+               for rows, connections in PEER_GOAL_POINTS)
 
 
 def test_the_default_and_json_log_goals_are_judged_on_the_per_round_ratios_to_the_ceiling() -> None:
