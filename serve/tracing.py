@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
@@ -59,16 +60,27 @@ _stages: ContextVar[Stages] = ContextVar("serve_stages")
 
 
 class TimedService(Service):
-    """The service layer, noting when each request's model call begins and ends."""
+    """The service layer, noting when each request's model call (predict or explain) begins and ends."""
 
     @staticmethod
     async def predict(served: Served, x: np.ndarray) -> np.ndarray:
-        stages = _stages.get()  # every protocol predicts within a request, so within its span
-        stages.model_start = time.time_ns()
-        try:
+        with _model_call():
             return await Service.predict(served, x)
-        finally:
-            stages.model_end = time.time_ns()
+
+    @staticmethod
+    async def explain(served: Served, x: np.ndarray) -> dict[str, np.ndarray]:
+        with _model_call():
+            return await Service.explain(served, x)
+
+
+@contextmanager
+def _model_call() -> Iterator[None]:
+    stages = _stages.get()  # every protocol calls the model within a request, so within its span
+    stages.model_start = time.time_ns()
+    try:
+        yield
+    finally:
+        stages.model_end = time.time_ns()
 
 
 class RpcCall(Protocol):

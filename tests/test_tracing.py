@@ -184,6 +184,16 @@ def test_a_v2_infer_is_traced_under_its_route_template(traced: Server, collector
     check_stages(server.span, stages)
 
 
+def test_an_explain_is_traced_with_its_model_call_as_the_model_child(traced: Server, collector: Collector) -> None:
+    trace_id = "7" * 32
+    response = httpx.post(traced.url + "/models/linear/explain", json=FIRST, headers=traceparent(trace_id))
+    assert response.status_code == 200
+    server, stages = server_span_and_stages(collector.trace(trace_id, 4))
+    assert server.span.name == "POST /models/{model}/explain"
+    assert server.attributes.items() >= {"model": "linear", "rows": 1, "http.response.status_code": 200}.items()
+    check_stages(server.span, stages)
+
+
 def test_a_grpc_model_infer_continues_the_traceparent_of_its_metadata(traced: Server, collector: Collector) -> None:
     trace_id = "3" * 32
     tensor = triton.InferInput("features", [2, 13], "FP32")
