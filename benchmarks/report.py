@@ -6,7 +6,7 @@ import statistics
 from typing import Any
 
 from benchmarks.plan import LARGE_BATCH, PEER_POINTS, PEERS
-from benchmarks.targets import TARGETS
+from benchmarks.targets import PEER_PYTHONS, TARGETS
 
 # The serving issue's goals.
 RATIO_GOAL = 0.8
@@ -238,11 +238,15 @@ def details(results: dict[str, Any]) -> str:
         lines += ["", f"(few): under {FEW_REQUESTS} answers per run completed, a coarse figure; wrk counts no answer "
                   "still in flight when a run ends.", "",
                   "| server | cold start (process start to first right answer) | RSS at ready -> after the run | "
-                  "requests served | processes | left running after stop |", "|---|---:|---:|---:|---:|---:|"]
+                  "requests served | processes | left running after stop | installed |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for name, s in http["servers"].items():
             lines.append(f"| {name} | {s['cold_start_s']:.2f} s | {_mib(s['rss_mib_at_ready'])} -> "
                          f"{_mib(s['rss_mib'])} | {s['requests_served']:,} | {s['processes']} | "
-                         f"{s['left_running_after_stop']} |")
+                         f"{s['left_running_after_stop']} | {_installed(results['environment'], name)} |")
+        lines += ["", "Installed: ours, the packages `requirements.txt` pins (what the image ships; the dev venv holds "
+                  "more); a peer, `du` of its venv (pip and setuptools included; MLServer and naive share one). "
+                  "Image sizes, where a peer publishes an image: not measurable here (no registry access)."]
     workers = results.get("workers")
     if workers:
         lines += ["", "## 2 workers vs 1 (server and wrk unpinned, 1 record)", "",
@@ -264,6 +268,16 @@ def details(results: dict[str, Any]) -> str:
                   f"{results['export']['seconds']:.1f} s."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _installed(env: dict[str, Any], server: str) -> str:
+    if server.startswith("ours"):
+        size = env.get("runtime_mib")
+    elif server in PEER_PYTHONS:
+        size = env.get("venv_mib", {}).get(PEER_PYTHONS[server].parent.parent.name)
+    else:
+        size = None  # the ceiling: a test harness, not something to install
+    return "-" if size is None else f"{size:,.0f} MiB"
 
 
 def _x(value: float | None) -> str:
