@@ -46,7 +46,7 @@ def test_quick_run_of_ours_against_the_ceiling_and_peers_writes_json_markdown_an
     assert results["environment"]["commit"] and results["environment"]["load_average_start"]
     text = (out / "results.md").read_text()
     assert "## Headline" in text and "LitServe 0.2.19" in text
-    assert (out / "http.png").stat().st_size > 0
+    assert (out / "http.png").stat().st_size > 0 and (out / "peers.png").stat().st_size > 0
 
 
 def test_a_process_a_server_leaves_running_after_its_stop_is_counted_and_killed(tmp_path: Path) -> None:
