@@ -9,6 +9,9 @@ BENCH_VENV := .venv-bench
 KSERVE_VENV := .venv-kserve
 # Each benchmark peer in its own venv from its own pinned requirements file.
 PEER_KSERVE_VENV := .venv-peer-kserve
+PEER_LITSERVE_VENV := .venv-peer-litserve
+PEER_BENTOML_VENV := .venv-peer-bentoml
+PEER_VENVS := $(PEER_KSERVE_VENV) $(PEER_LITSERVE_VENV) $(PEER_BENTOML_VENV)
 # e.g. `make bench BENCH_ARGS=--quick`
 BENCH_ARGS ?=
 # Debian packages the test suite drives for real (browser test, container test, benchmark smoke test,
@@ -21,7 +24,7 @@ run: $(VENV)/.runtime
 	$(PY) -m serve
 
 # Lint and type-check first: they take seconds, the suite minutes.
-test: $(VENV)/.dev $(KSERVE_VENV)/.installed $(PEER_KSERVE_VENV)/.installed system-deps
+test: $(VENV)/.dev $(KSERVE_VENV)/.installed $(PEER_VENVS:%=%/.installed) system-deps
 	$(PY) -m ruff check .
 	$(PY) -m mypy serve
 	$(PY) -m pytest
@@ -34,7 +37,7 @@ soak: $(VENV)/.dev
 export: $(VENV)/.export
 	$(PY) -m export
 
-bench: $(VENV)/.export $(BENCH_VENV)/.installed $(PEER_KSERVE_VENV)/.installed bench-deps
+bench: $(VENV)/.export $(BENCH_VENV)/.installed $(PEER_VENVS:%=%/.installed) bench-deps
 	$(PY) -m benchmarks $(BENCH_ARGS)
 
 # The gRPC modules are generated from the committed .proto and committed too (the runtime needs no
@@ -72,6 +75,11 @@ $(PEER_KSERVE_VENV)/.installed: requirements-peer-kserve.txt requirements-kserve
 	$(PEER_KSERVE_VENV)/bin/python -m pip --disable-pip-version-check -q install -r requirements-peer-kserve.txt
 	touch $@
 
+$(PEER_LITSERVE_VENV)/.installed $(PEER_BENTOML_VENV)/.installed: .venv-peer-%/.installed: requirements-peer-%.txt
+	$(PYTHON) -m venv .venv-peer-$*
+	.venv-peer-$*/bin/python -m pip --disable-pip-version-check -q install -r $<
+	touch $@
+
 bench-deps:
 	@command -v wrk >/dev/null || { echo "installing Debian package: wrk"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
@@ -84,4 +92,4 @@ system-deps:
 	fi
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(KSERVE_VENV) $(PEER_KSERVE_VENV) .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(KSERVE_VENV) $(PEER_VENVS) .pytest_cache

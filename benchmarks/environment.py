@@ -39,6 +39,7 @@ def describe() -> dict[str, Any]:
         "packages": {name: _version(name) for name in MAIN_PACKAGES},
         "bench_packages": _bench_versions(),
         "venv_mib": _venv_sizes(),
+        "runtime_mib": _runtime_mib(),
         "load_average_start": os.getloadavg(),
     }
 
@@ -75,8 +76,16 @@ def _bench_versions() -> dict[str, str] | None:
 def _venv_sizes() -> dict[str, float]:
     """Installed size of each peer's venv (and ours, for comparison), MiB on disk."""
     venvs = {ROOT / ".venv", *(python.parent.parent for python in PEER_PYTHONS.values())}
-    return {venv.name: int(_output(["du", "-sk", str(venv)]).split()[0]) / 1024 for venv in sorted(venvs)
+    return {venv.name: int(_output(["du", "-skH", str(venv)]).split()[0]) / 1024 for venv in sorted(venvs)
             if venv.exists()}
+
+
+def _runtime_mib() -> float:
+    """On disk, what `requirements.txt` installs (our runtime, as the image ships it), from this venv's install
+    records: the venv itself also holds the export, test and lint tools."""
+    pinned = [line.split("==")[0] for line in (ROOT / "requirements.txt").read_text().splitlines() if "==" in line]
+    paths = {Path(str(file.locate())) for name in pinned for file in metadata.distribution(name).files or []}
+    return sum(path.stat().st_blocks * 512 for path in paths if path.is_file()) / 2**20
 
 
 def _output(command: list[str]) -> str:

@@ -19,3 +19,5 @@ BENCH_VENV = ROOT / ".venv-bench"
 BENCH_PYTHON = BENCH_VENV / "bin" / "python"
 # Each peer server in its own venv from its own pinned requirements file (`make bench` builds them).
 KSERVE_PEER_PYTHON = ROOT / ".venv-peer-kserve" / "bin" / "python"
+LITSERVE_PEER_PYTHON = ROOT / ".venv-peer-litserve" / "bin" / "python"
+BENTOML_PEER_PYTHON = ROOT / ".venv-peer-bentoml" / "bin" / "python"

@@ -66,6 +66,11 @@ def v2_binary_request(n: int, model: str = "linear") -> Request:
                    {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(head))})
 
 
+def rows_request(n: int) -> Request:
+    """LitServe's and BentoML's JSON as our peers take it: POST /predict {"rows": [[13 features], ...]}."""
+    return Request("/predict", orjson.dumps({"rows": rows(n).tolist()}), {"Content-Type": "application/json"})
+
+
 def record_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
     answer = orjson.loads(body)
     return [answer["prediction"]] if n == 1 else list(answer["predictions"])
@@ -80,6 +85,15 @@ def v2_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
         raw = body[int(head_length):]
         return list(struct.unpack(f"<{len(raw) // 4}f", raw))
     return [float(value) for value in np.ravel(output["data"])]
+
+
+def litserve_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
+    return list(orjson.loads(body)["output"])
+
+
+def bentoml_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
+    """BentoML answers an API method returning an array with the bare JSON array."""
+    return list(orjson.loads(body))
 
 
 def constant_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:

@@ -10,10 +10,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, never a display
 import matplotlib.pyplot as plt
 
-from benchmarks.plan import CONFIG_TARGETS
+from benchmarks.plan import CONFIG_TARGETS, PEER_POINTS, PEERS
 from benchmarks.targets import TARGETS
 
 HTTP_PLOT = "http.png"
+PEERS_PLOT = "peers.png"
 INPROCESS_PLOT = "inprocess.png"
 
 
@@ -23,6 +24,9 @@ def write(results: dict[str, Any], directory: Path) -> list[str]:
     if results.get("http", {}).get("points"):
         _http(results["http"]["points"], directory / HTTP_PLOT)
         written.append(HTTP_PLOT)
+    if any(p["target"] in PEERS for p in results.get("http", {}).get("points", [])):
+        _peers(results["http"]["points"], directory / PEERS_PLOT)
+        written.append(PEERS_PLOT)
     if results.get("inprocess"):
         _inprocess(results["inprocess"], directory / INPROCESS_PLOT)
         written.append(INPROCESS_PLOT)
@@ -30,7 +34,7 @@ def write(results: dict[str, Any], directory: Path) -> list[str]:
 
 
 def _http(points: list[dict[str, Any]], path: Path) -> None:
-    grid = [p for p in points if p["target"] not in CONFIG_TARGETS]
+    grid = [p for p in points if p["target"] not in (*CONFIG_TARGETS, *PEERS)]  # peers have their own plot
     targets = list(dict.fromkeys(p["target"] for p in grid))
     connections = sorted({p["connections"] for p in grid})
     widest = max(connections)
@@ -53,6 +57,27 @@ def _http(points: list[dict[str, Any]], path: Path) -> None:
     right.set_ylabel("rows/s (median)")
     right.set_title(f"Batches at c={widest}")
     right.grid(True, which="both", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _peers(points: list[dict[str, Any]], path: Path) -> None:
+    """Rows/s of ours as it starts and of each peer at the peers issue's points, one group of bars per point."""
+    targets = [t for t in ("ours-default", *PEERS) if any(p["target"] == t for p in points)]
+    figure, axes = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(targets)
+    for i, target in enumerate(targets):
+        rows_per_s = [next((p["rows_per_s"] for p in points if (p["target"], p["rows"], p["connections"])
+                            == (target, rows, connections)), 0) for rows, connections in PEER_POINTS]
+        axes.bar([j + i * width for j in range(len(PEER_POINTS))], rows_per_s, width, label=TARGETS[target].label)
+    axes.set_xticks([j + 0.4 - width / 2 for j in range(len(PEER_POINTS))],
+                    [f"{rows:,} row{'s' if rows > 1 else ''}, c={connections}" for rows, connections in PEER_POINTS])
+    axes.set_yscale("log")
+    axes.set_ylabel("rows/s (median)")
+    axes.set_title("Against the servers users pick instead, each on one core")
+    axes.legend(fontsize=7)
+    axes.grid(True, axis="y", which="both", alpha=0.3)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from benchmarks.plan import LARGE_BATCH, PEER_GOAL_POINTS, PEERS
-from benchmarks.targets import TARGETS
+from benchmarks.plan import LARGE_BATCH, PEER_POINTS, PEERS
+from benchmarks.targets import PEER_PYTHONS, TARGETS
 
 # The serving issue's goals.
 RATIO_GOAL = 0.8
@@ -20,6 +20,8 @@ FEW_REQUESTS = 100
 PEER_SPEED_GOAL = 10.0
 PEER_P99_GOAL = 0.5
 PEER_ROWS_GOAL = 5.0
+PEER_NAMES = {"mlserver": "MLServer", "kserve": "KServe", "litserve": "LitServe", "bentoml": "BentoML",
+              "naive": "naive"}
 
 
 def point(results: dict[str, Any], target: str, rows: int, connections: int) -> dict[str, Any] | None:
@@ -190,13 +192,12 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
     if peers := peer_table(results):
         lines += [*peers, ""]
     lines += ["## Headline: ratios measured in the same run (req/s)", "",
-              "| rows | connections | ours / ceiling | ours / MLServer | ours / KServe | ours / naive "
-              "| V2 JSON / ceiling | V2 binary / ceiling |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| rows | connections | ours / ceiling | " + "".join(f"ours / {PEER_NAMES[p]} | " for p in PEERS)
+              + "V2 JSON / ceiling | V2 binary / ceiling |", "|---:|---:|" + "---:|" * (len(PEERS) + 3)]
     for entry in results.get("headline", []):
         lines.append(f"| {entry['rows']:,} | {entry['connections']} | {_x(entry['ours_over_ceiling'])} | "
-                     f"{_x(entry['ours_over_mlserver'])} | {_x(entry['ours_over_kserve'])} | "
-                     f"{_x(entry['ours_over_naive'])} | "
-                     f"{_x(entry['v2_json_over_ceiling'])} | {_x(entry['v2_binary_over_ceiling'])} |")
+                     + "".join(f"{_x(entry.get(f'ours_over_{p}'))} | " for p in PEERS)
+                     + f"{_x(entry['v2_json_over_ceiling'])} | {_x(entry['v2_binary_over_ceiling'])} |")
     lines += ["", "## Serving-issue checks", "", "| check | measured | goal | met |", "|---|---:|---|---|"]
     for check in results.get("serving_checks", []):
         met = {True: "yes", False: "**no**", None: "-"}[check["met"]]
@@ -210,7 +211,7 @@ def peer_table(results: dict[str, Any]) -> list[str]:
     lines = ["## Against the servers users pick instead (same run; ours with its defaults)", "",
              "| target | rows | conns | req/s | rows/s | p50 ms | p99 ms | ours (defaults) / this (req/s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for rows, connections in PEER_GOAL_POINTS:
+    for rows, connections in PEER_POINTS:
         for target in ("ours-default", *PEERS):
             entry = point(results, target, rows, connections)
             if entry is not None:
@@ -237,11 +238,15 @@ def details(results: dict[str, Any]) -> str:
         lines += ["", f"(few): under {FEW_REQUESTS} answers per run completed, a coarse figure; wrk counts no answer "
                   "still in flight when a run ends.", "",
                   "| server | cold start (process start to first right answer) | RSS at ready -> after the run | "
-                  "requests served | processes | left running after stop |", "|---|---:|---:|---:|---:|---:|"]
+                  "requests served | processes | left running after stop | installed |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for name, s in http["servers"].items():
             lines.append(f"| {name} | {s['cold_start_s']:.2f} s | {_mib(s['rss_mib_at_ready'])} -> "
                          f"{_mib(s['rss_mib'])} | {s['requests_served']:,} | {s['processes']} | "
-                         f"{s['left_running_after_stop']} |")
+                         f"{s['left_running_after_stop']} | {_installed(results['environment'], name)} |")
+        lines += ["", "Installed: ours, the packages `requirements.txt` pins (what the image ships; the dev venv holds "
+                  "more); a peer, `du` of its venv (pip and setuptools included; MLServer and naive share one). "
+                  "Image sizes, where a peer publishes an image: not measurable here (no registry access)."]
     workers = results.get("workers")
     if workers:
         lines += ["", "## 2 workers vs 1 (server and wrk unpinned, 1 record)", "",
@@ -263,6 +268,16 @@ def details(results: dict[str, Any]) -> str:
                   f"{results['export']['seconds']:.1f} s."]
     lines.append("")
     return "\n".join(lines)
+
+
+def _installed(env: dict[str, Any], server: str) -> str:
+    if server.startswith("ours"):
+        size = env.get("runtime_mib")
+    elif server in PEER_PYTHONS:
+        size = env.get("venv_mib", {}).get(PEER_PYTHONS[server].parent.parent.name)
+    else:
+        size = None  # the ceiling: a test harness, not something to install
+    return "-" if size is None else f"{size:,.0f} MiB"
 
 
 def _x(value: float | None) -> str:

@@ -9,7 +9,14 @@ from functools import partial
 from pathlib import Path
 
 from benchmarks import payloads
-from benchmarks.paths import BENCH_PYTHON, KSERVE_PEER_PYTHON, MODEL_DIR, model_file
+from benchmarks.paths import (
+    BENCH_PYTHON,
+    BENTOML_PEER_PYTHON,
+    KSERVE_PEER_PYTHON,
+    LITSERVE_PEER_PYTHON,
+    MODEL_DIR,
+    model_file,
+)
 from benchmarks.payloads import Answer, Request
 from benchmarks.servers import HOST, ServerSpec, free_port, write_mlserver_config
 
@@ -51,6 +58,19 @@ def _kserve(port: int, work: Path) -> list[str]:
             "--http_port", str(port), "--workers", "1", "--enable_grpc", "false"]
 
 
+def _litserve(port: int, work: Path) -> list[str]:
+    """Its settings for one core are in the server's docstring."""
+    return ["env", f"BENCH_MODEL={model_file('linear')}", str(LITSERVE_PEER_PYTHON),
+            "benchmarks/peers/litserve_server.py", str(port)]
+
+
+def _bentoml(port: int, work: Path) -> list[str]:
+    """`bentoml serve`, its production server; no usage statistics sent, its home in the work dir."""
+    return ["env", f"BENCH_MODEL={model_file('linear')}", "BENTOML_DO_NOT_TRACK=True",
+            f"BENTOML_HOME={(work / 'bentoml').resolve()}", str(BENTOML_PEER_PYTHON.with_name("bentoml")), "serve",
+            "bentoml_service:Linear", "--working-dir", "benchmarks/peers", "--host", HOST, "--port", str(port)]
+
+
 SERVERS = {
     "ours": ServerSpec("ours", partial(_ours, "off", 1)),
     "ours-default": ServerSpec("ours-default", partial(_ours_as_started, [])),
@@ -62,10 +82,13 @@ SERVERS = {
     "naive": ServerSpec("naive", _naive),
     "mlserver": ServerSpec("mlserver", _mlserver),
     "kserve": ServerSpec("kserve", _kserve),
+    "litserve": ServerSpec("litserve", _litserve),
+    "bentoml": ServerSpec("bentoml", _bentoml),
 }
 BASELINE_SERVERS = frozenset({"naive", "mlserver"})  # load the pipeline the bench writes
 # The Python each peer needs: a target whose venv is missing is skipped and said so.
-PEER_PYTHONS = {"mlserver": BENCH_PYTHON, "naive": BENCH_PYTHON, "kserve": KSERVE_PEER_PYTHON}
+PEER_PYTHONS = {"mlserver": BENCH_PYTHON, "naive": BENCH_PYTHON, "kserve": KSERVE_PEER_PYTHON,
+                "litserve": LITSERVE_PEER_PYTHON, "bentoml": BENTOML_PEER_PYTHON}
 
 
 @dataclass(frozen=True)
@@ -96,6 +119,10 @@ TARGETS = {target.name: target for target in [
            payloads.v2_answer),
     Target("kserve", "KServe 0.21.0 ModelServer, onnxruntime model, V2 JSON", "kserve", payloads.v2_json_request,
            payloads.v2_answer),
+    Target("litserve", "LitServe 0.2.19, onnxruntime, 1 CPU worker, fast_queue, log level warning (no access log)",
+           "litserve", payloads.rows_request, payloads.litserve_answer),
+    Target("bentoml", "BentoML 1.4.40 `bentoml serve`, onnxruntime, workers=1, access log on", "bentoml",
+           payloads.rows_request, payloads.bentoml_answer),
     Target("naive", "naive: FastAPI + pydantic + pandas + sklearn", "naive",
            partial(payloads.record_request, single_path="/predict", batch_path="/predict/batch"),
            payloads.record_answer),
