@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import readme, report, servers, wrk
+from benchmarks import h2load, readme, report, servers, wrk
 from benchmarks.payloads import Request
 from benchmarks.plan import FULL, PEER_GOAL_POINTS, PEERS, QUICK
 from benchmarks.throughput import Endpoint, Point, run_rounds
@@ -139,3 +139,34 @@ def test_each_run_records_the_servers_cpu_time_per_request(monkeypatch: pytest.M
     figures = summary.as_dict()
     assert figures["server_cpu_us_per_request_rounds"] == [pytest.approx(50.0), pytest.approx(100.0)]
     assert figures["server_cpu_us_per_request"] == pytest.approx(75.0)
+
+
+H2LOAD_SUMMARY = """finished in 2.00s, 2562.50 req/s, 248.74KB/s
+requests: 5133 total, 5141 started, 10 done, 7 succeeded, 3 failed, 1 errored, 0 timeout
+status codes: 7 2xx, 0 3xx, 2 4xx, 0 5xx
+"""
+
+
+def test_an_h2load_run_reads_its_counts_from_the_summary_and_its_percentiles_from_the_log() -> None:
+    log = "".join(f"1796184844428620\t200\t{us}\n" for us in [900, 100, 500, 300, 700, 200, 400, 600, 800, 1000])
+    run = h2load.parse(H2LOAD_SUMMARY, log)
+    assert (run.requests, run.seconds, run.rps) == (10, 2.0, 5.0)
+    assert (run.non_2xx, run.errors) == (2, 1)  # "failed" holds the errored stream as well as the 4xx answers
+    assert (run.p50_ms, run.p99_ms, run.mean_ms) == (0.5, 1.0, 0.55)
+
+
+def test_an_h2load_run_shorter_than_a_second_is_timed_in_its_unit() -> None:
+    run = h2load.parse(H2LOAD_SUMMARY.replace("2.00s", "500.25ms"), "1\t200\t100\n")
+    assert run.seconds == pytest.approx(0.50025)
+
+
+def test_a_grpc_endpoint_is_loaded_with_h2load_and_an_http_one_with_wrk(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    used: list[tuple[str, str]] = []
+    for module in (wrk, h2load):
+        monkeypatch.setattr(module, "run", lambda url, *args, name=module.__name__: used.append((name, url)) or wrk.Run(
+            requests=1, seconds=1.0, errors=0, non_2xx=0, p50_ms=1.0, p99_ms=1.0, mean_ms=1.0))
+    bodies = {1: (tmp_path, Request("/infer", b"", {}))}
+    endpoints = {"rest": Endpoint("http://rest", bodies), "grpc": Endpoint("http://grpc", bodies, transport="grpc")}
+    run_rounds([Point("rest", 1, 1), Point("grpc", 1, 1)], endpoints, lambda point: 1, 1)
+    assert used == [("benchmarks.wrk", "http://rest/infer"), ("benchmarks.h2load", "http://grpc/infer")]
