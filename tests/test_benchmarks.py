@@ -13,12 +13,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks import h2load, readme, report, servers, wrk
+from benchmarks import h2load, payloads, readme, report, servers, wrk
 from benchmarks.payloads import Request
 from benchmarks.plan import FULL, PEER_GOAL_POINTS, PEERS, QUICK
 from benchmarks.throughput import Endpoint, Point, run_rounds
+from serve.protocol import open_inference_grpc_pb2 as pb
 from tests.conftest import ROOT
 
 
@@ -158,6 +160,27 @@ def test_an_h2load_run_reads_its_counts_from_the_summary_and_its_percentiles_fro
 def test_an_h2load_run_shorter_than_a_second_is_timed_in_its_unit() -> None:
     run = h2load.parse(H2LOAD_SUMMARY.replace("2.00s", "500.25ms"), "1\t200\t100\n")
     assert run.seconds == pytest.approx(0.50025)
+
+
+def test_a_grpc_body_is_one_uncompressed_length_prefixed_model_infer_request_with_raw_fp32_rows() -> None:
+    request = payloads.grpc_request(3)
+    assert request.body[0] == 0 and int.from_bytes(request.body[1:5], "big") == len(request.body) - 5
+    message = pb.ModelInferRequest.FromString(payloads.unframe(request.body))
+    assert (message.model_name, list(message.inputs[0].shape), message.inputs[0].datatype) == ("linear", [3, 13],
+                                                                                              "FP32")
+    assert np.array_equal(np.frombuffer(message.raw_input_contents[0], "<f4"), payloads.rows(3).astype("<f4").ravel())
+    assert request.headers == {"content-type": "application/grpc", "te": "trailers"}
+    with pytest.raises(ValueError, match="not one uncompressed gRPC message"):
+        payloads.unframe(request.body + b"\0")
+
+
+def test_a_grpc_answer_is_read_raw_in_the_datatype_it_declares_and_a_typed_one_is_refused() -> None:
+    answer = pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(name="predict", datatype="FP64")],
+                                   raw_output_contents=[np.array([1.5, 2.5], "<f8").tobytes()])
+    assert payloads.grpc_answer(answer.SerializeToString(), {}, 2) == [1.5, 2.5]
+    del answer.raw_output_contents[:]
+    with pytest.raises(ValueError, match="without raw_output_contents"):
+        payloads.grpc_answer(answer.SerializeToString(), {}, 2)
 
 
 def test_a_grpc_endpoint_is_loaded_with_h2load_and_an_http_one_with_wrk(monkeypatch: pytest.MonkeyPatch,
