@@ -15,6 +15,15 @@ CONFIG_TARGETS = ("ours-default", "ours-json-log")
 # The peers issue's goals compare our default configuration with the fastest peer at these (rows, connections).
 PEERS = ("mlserver", "kserve", "naive")
 PEER_GOAL_POINTS = ((1, 64), (1, 1), (1000, 8))
+# The peers issue's points, where the other transports are measured: gRPC and V2 binary, ours and the peers'.
+PEER_POINTS = ((1, 1), (1, 64), (100, 8), (1000, 8))
+TRANSPORT_TARGETS = ("ours-grpc", "mlserver-grpc", "kserve-grpc", "kserve-v2-binary")
+# Each transport's peer targets and ours on the same transport, which the report divides by each.
+SAME_TRANSPORT = {"ours-default": PEERS, "ours-grpc": ("mlserver-grpc", "kserve-grpc"),
+                  "ours-v2-binary": ("kserve-v2-binary",)}
+# Our default configuration over each of its transports: the peer goals take the fastest of these against the
+# fastest of every peer target.
+DEFAULT_TRANSPORTS = ("ours-default", "ours-grpc")
 # The issues' goals are judged on single-row requests to these targets; those points get `goal_rounds`.
 GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json", *CONFIG_TARGETS)
 
@@ -39,6 +48,8 @@ class Plan:
         extra += [Point(t, 1, max(self.connections)) for t in CONFIG_TARGETS if t in self.targets]
         extra += [Point("ours-default", rows, connections) for rows, connections in PEER_GOAL_POINTS[1:]
                   if "ours-default" in self.targets and rows in self.rows and connections in self.connections]
+        extra += [Point(t, rows, connections) for t in TRANSPORT_TARGETS for rows, connections in PEER_POINTS
+                  if t in self.targets and rows in self.rows and connections in self.connections]
         return grid + extra
 
     def rounds_for(self, point: Point) -> int:
@@ -49,12 +60,12 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, targets=(*GRID_TARGETS, *CONFIG_TARGETS), rows=(1, 100, 1000), connections=(1, 8, 64), rounds=3,
-    goal_rounds=7, seconds=2, inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05,
-    sections=SECTIONS,
+    quick=False, targets=(*GRID_TARGETS, *CONFIG_TARGETS, *TRANSPORT_TARGETS), rows=(1, 100, 1000),
+    connections=(1, 8, 64), rounds=3, goal_rounds=7, seconds=2,
+    inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05, sections=SECTIONS,
 )
 QUICK = Plan(
-    quick=True, targets=(*GRID_TARGETS, *CONFIG_TARGETS), rows=(1, 1000), connections=(1, 64), rounds=1, goal_rounds=1,
-    seconds=1,
+    quick=True, targets=(*GRID_TARGETS, *CONFIG_TARGETS, *TRANSPORT_TARGETS), rows=(1, 1000), connections=(1, 64),
+    rounds=1, goal_rounds=1, seconds=1,
     inprocess_sizes=(1, 100, 10_000, 100_000), inprocess_block_seconds=0.01, sections=("inprocess", "http", "workers"),
 )

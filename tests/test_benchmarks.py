@@ -18,7 +18,7 @@ import pytest
 
 from benchmarks import h2load, payloads, readme, report, servers, wrk
 from benchmarks.payloads import Request
-from benchmarks.plan import FULL, PEER_GOAL_POINTS, PEERS, QUICK
+from benchmarks.plan import FULL, PEER_GOAL_POINTS, PEER_POINTS, PEERS, QUICK, TRANSPORT_TARGETS
 from benchmarks.throughput import Endpoint, Point, run_rounds
 from serve.protocol import open_inference_grpc_pb2 as pb
 from tests.conftest import ROOT
@@ -193,3 +193,10 @@ def test_a_grpc_endpoint_is_loaded_with_h2load_and_an_http_one_with_wrk(monkeypa
     endpoints = {"rest": Endpoint("http://rest", bodies), "grpc": Endpoint("http://grpc", bodies, transport="grpc")}
     run_rounds([Point("rest", 1, 1), Point("grpc", 1, 1)], endpoints, lambda point: 1, 1)
     assert used == [("benchmarks.wrk", "http://rest/infer"), ("benchmarks.h2load", "http://grpc/infer")]
+
+
+def test_the_other_transports_are_measured_at_the_peer_points_and_the_quick_run_has_a_grpc_peer() -> None:
+    assert {(p.rows, p.connections) for p in FULL.points() if p.target in TRANSPORT_TARGETS} == set(PEER_POINTS)
+    assert all(Point(t, rows, connections) in FULL.points() for t in TRANSPORT_TARGETS
+               for rows, connections in PEER_POINTS)
+    assert any(p.target in ("kserve-grpc", "mlserver-grpc") for p in QUICK.points())
