@@ -119,8 +119,8 @@ def test_the_default_and_json_log_goals_are_judged_on_the_per_round_ratios_to_th
               "ours-default": [9_300, 7_000, 11_400], "ours-json-log": [8_000, 7_200, 10_200]}
     cpu_us = {"ceiling": [50, 60, 40], "ours": [55, 70, 44], "ours-default": [58, 60, 50],
               "ours-json-log": [60, 70, 48]}
-    results = {"http": {"points": [{"target": target, "rows": 1, "connections": 64, "req_per_s_rounds": rps,
-                                    "server_cpu_us_per_request_rounds": cpu_us[target]}
+    results = {"http": {"points": [{"target": target, "rows": 1, "connections": 64, "req_per_s": rps[0],
+                                    "req_per_s_rounds": rps, "server_cpu_us_per_request_rounds": cpu_us[target]}
                                    for target, rps in rounds.items()]}}
     checks = {check["check"]: check for check in report.serving_checks(results)}
     default = checks["defaults (text access log) / ceiling, 1 record, c=64 (req/s)"]
@@ -200,3 +200,16 @@ def test_the_other_transports_are_measured_at_the_peer_points_and_the_quick_run_
     assert all(Point(t, rows, connections) in FULL.points() for t in TRANSPORT_TARGETS
                for rows, connections in PEER_POINTS)
     assert any(p.target in ("kserve-grpc", "mlserver-grpc") for p in QUICK.points())
+
+
+def test_the_peer_goals_take_the_fastest_transport_on_each_side_and_name_both() -> None:
+    rps = {"ours-default": [9_000, 8_000], "ours-grpc": [4_000, 3_000], "kserve": [500, 400],
+           "kserve-grpc": [1_000, 800], "mlserver-grpc": [600, 500]}
+    p99 = {"ours-default": 2.0, "ours-grpc": 1.0, "kserve": 4.0, "kserve-grpc": 5.0, "mlserver-grpc": 8.0}
+    results = {"http": {"points": [{"target": target, "rows": 1, "connections": c, "req_per_s": max(rounds),
+                                    "req_per_s_rounds": rounds, "p99_ms": p99[target]}
+                                   for target, rounds in rps.items() for c in (1, 64)]}}
+    checks = report.peer_checks(results)
+    assert checks[0]["check"].endswith(": ours-default / kserve-grpc") and checks[0]["value"] == pytest.approx(9.5)
+    assert checks[1]["check"].endswith(": ours-grpc / kserve") and checks[1]["value"] == pytest.approx(0.25)
+    assert checks[2]["value"] is None
