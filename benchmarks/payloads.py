@@ -100,7 +100,8 @@ def grpc_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
     answer = pb.ModelInferResponse.FromString(body)
     if not answer.raw_output_contents:
         raise ValueError(f"a raw request answered without raw_output_contents: {str(answer)[:300]}")
-    return np.frombuffer(answer.raw_output_contents[0], RAW_DTYPES[answer.outputs[0].datatype]).tolist()
+    raw = np.frombuffer(answer.raw_output_contents[0], RAW_DTYPES[answer.outputs[0].datatype])
+    return [float(value) for value in raw]
 
 
 def record_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:

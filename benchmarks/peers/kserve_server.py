@@ -34,7 +34,7 @@ class LoopbackGrpc:
     def server(*args: Any, **options: Any) -> aio.Server:
         server = aio.server(*args, **options)
         bind = server.add_insecure_port
-        server.add_insecure_port = lambda address: bind(f"{HOST}:{address.rsplit(':', 1)[1]}")  # type: ignore
+        server.add_insecure_port = lambda address: bind(f"{HOST}:{address.rsplit(':', 1)[1]}")
         return server
 
 
