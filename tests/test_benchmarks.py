@@ -28,18 +28,19 @@ from tests.conftest import ROOT
 def test_quick_run_of_ours_against_the_ceiling_writes_json_markdown_and_plot(tmp_path: Path) -> None:
     out = tmp_path / "results"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours,ours-default,kserve", "--sections",
-         "http",
+        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours,ours-default,kserve,kserve-grpc",
+         "--sections", "http",
          "--seconds", "1", "--results", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     points = results["http"]["points"]
-    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default", "kserve"}
+    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default", "kserve", "kserve-grpc"}
     assert all(p["requests"] > 0 and p["non_2xx"] == 0 and p["server_cpu_us_per_request"] > 0 for p in points)
     assert results["http"]["answer_checks"]["ours/1"] == "200, predictions match"
     assert results["http"]["answer_checks"]["kserve/1000"] == "200, predictions match"
+    assert results["http"]["answer_checks"]["kserve-grpc/1"] == "gRPC OK, predictions match"
     assert all(s["processes"] >= 1 and s["left_running_after_stop"] == 0 for s in results["http"]["servers"].values())
     assert results["environment"]["commit"] and results["environment"]["load_average_start"]
     assert "## Headline" in (out / "results.md").read_text()
