@@ -14,9 +14,12 @@ PEER_BENTOML_VENV := .venv-peer-bentoml
 PEER_VENVS := $(PEER_KSERVE_VENV) $(PEER_LITSERVE_VENV) $(PEER_BENTOML_VENV)
 # e.g. `make bench BENCH_ARGS=--quick`
 BENCH_ARGS ?=
-# Debian packages the test suite drives for real (browser test, container test, benchmark smoke test,
-# qemu-user for training on an emulated CPU of the other vendor, Prometheus and promtool).
-APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk qemu-user prometheus
+# Debian packages the test suite drives for real (browser test, container test, benchmark smoke test with wrk
+# and h2load from nghttp2-client, qemu-user for training on an emulated CPU of the other vendor, Prometheus and
+# promtool).
+APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk nghttp2-client qemu-user prometheus
+# The load generators: wrk for HTTP/1.1, h2load (Debian's nghttp2-client) for gRPC.
+BENCH_APT_PACKAGES := wrk nghttp2-client
 
 .PHONY: run test soak export bench protos system-deps bench-deps clean
 
@@ -81,8 +84,11 @@ $(PEER_LITSERVE_VENV)/.installed $(PEER_BENTOML_VENV)/.installed: .venv-peer-%/.
 	touch $@
 
 bench-deps:
-	@command -v wrk >/dev/null || { echo "installing Debian package: wrk"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null; }
+	@missing=$$(for p in $(BENCH_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 system-deps:
 	@missing=$$(for p in $(APT_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

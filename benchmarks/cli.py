@@ -91,9 +91,12 @@ def write(results: dict[str, Any], out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     plan, out, publish = parse_args(sys.argv[1:] if argv is None else argv)
-    if shutil.which("wrk") is None and "http" in plan.sections:
-        print("benchmarks: wrk is not installed (apt-get install -y wrk; `make bench` does it)", file=sys.stderr)
-        return 2
+    grpc = any(TARGETS[p.target].transport == "grpc" for p in plan.points())
+    for tool, package, needed in (("wrk", "wrk", True), ("h2load", "nghttp2-client", grpc)):
+        if needed and shutil.which(tool) is None and "http" in plan.sections:
+            print(f"benchmarks: {tool} is not installed (apt-get install -y {package}; `make bench` does it)",
+                  file=sys.stderr)
+            return 2
     work = WORK / ("quick" if plan.quick else "full")
     work.mkdir(parents=True, exist_ok=True)
     results = measure(plan, work)

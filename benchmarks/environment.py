@@ -31,6 +31,7 @@ def describe() -> dict[str, Any]:
         "os": _os_name(),
         "python": platform.python_version(),
         "wrk": _output(["wrk", "--version"]).split("Copyright")[0].strip(),
+        "h2load": _output(["h2load", "--version"]),
         "commit": _output(["git", "-C", str(ROOT), "rev-parse", "HEAD"]),
         # The working tree is what ran: name the files it changes and fingerprint the diff.
         "uncommitted_changes": bool(changed),

@@ -18,9 +18,13 @@ from benchmarks.paths import DATA, model_file
 from export import data
 from export.schema import FEATURE_NAMES, INPUT_NAME, OUTPUT_NAME
 from serve.model import Model
+from serve.protocol import open_inference_grpc_pb2 as pb
 
 # float32 vs float64 inputs and summation order: the runtimes agree to ~1e-5; 1e-3 catches any real error.
 TOLERANCE = 1e-3
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+# A raw output's bytes, by the datatype its tensor declares (MLServer's sklearn runtime answers FP64).
+RAW_DTYPES = {"FP32": "<f4", "FP64": "<f8"}
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,40 @@ def v2_binary_request(n: int, model: str = "linear") -> Request:
 def rows_request(n: int) -> Request:
     """LitServe's and BentoML's JSON as our peers take it: POST /predict {"rows": [[13 features], ...]}."""
     return Request("/predict", orjson.dumps({"rows": rows(n).tolist()}), {"Content-Type": "application/json"})
+
+
+def grpc_request(n: int, output: str | None = OUTPUT_NAME, model: str = "linear") -> Request:
+    """ModelInfer with the rows as one raw little-endian FP32 tensor, framed for the wire (the body h2load posts).
+    `output` None asks for the model's default outputs (MLServer's sklearn runtime refuses other names)."""
+    x = rows(n).astype("<f4")
+    message = pb.ModelInferRequest(
+        model_name=model, inputs=[pb.ModelInferRequest.InferInputTensor(name=INPUT_NAME, datatype="FP32",
+                                                                         shape=list(x.shape))],
+        outputs=[pb.ModelInferRequest.InferRequestedOutputTensor(name=output)] if output else [],
+        raw_input_contents=[x.tobytes()])
+    return Request(GRPC_INFER, frame(message.SerializeToString()),
+                   {"content-type": "application/grpc", "te": "trailers"})
+
+
+def frame(message: bytes) -> bytes:
+    """gRPC's length-prefixed message: not compressed (0), then the length as 4 bytes big-endian."""
+    return struct.pack(">BI", 0, len(message)) + message
+
+
+def unframe(body: bytes) -> bytes:
+    compressed, length = struct.unpack(">BI", body[:5])
+    if compressed or length != len(body) - 5:
+        raise ValueError(f"not one uncompressed gRPC message: flag {compressed}, length {length} of {len(body) - 5}")
+    return body[5:]
+
+
+def grpc_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
+    """Predictions from a ModelInferResponse (unframed): raw, as every server answers a raw request."""
+    answer = pb.ModelInferResponse.FromString(body)
+    if not answer.raw_output_contents:
+        raise ValueError(f"a raw request answered without raw_output_contents: {str(answer)[:300]}")
+    raw = np.frombuffer(answer.raw_output_contents[0], RAW_DTYPES[answer.outputs[0].datatype])
+    return [float(value) for value in raw]
 
 
 def record_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:

@@ -16,6 +16,14 @@ CONFIG_TARGETS = ("ours-default", "ours-json-log")
 # (rows, connections) points only: over the whole grid they would take most of the 10 minutes.
 PEERS = ("mlserver", "kserve", "litserve", "bentoml", "naive")
 PEER_POINTS = ((1, 1), (1, 64), (100, 8), (1000, 8))
+# The other transports, at the same points: gRPC and V2 binary, ours and the peers'.
+TRANSPORT_TARGETS = ("ours-grpc", "mlserver-grpc", "kserve-grpc", "kserve-v2-binary")
+# Each transport's peer targets and ours on the same transport, which the report divides by each.
+SAME_TRANSPORT = {"ours-default": PEERS, "ours-grpc": ("mlserver-grpc", "kserve-grpc"),
+                  "ours-v2-binary": ("kserve-v2-binary",)}
+# Our default configuration over each of its transports: the peer goals take the fastest of these against the
+# fastest of every peer target.
+DEFAULT_TRANSPORTS = ("ours-default", "ours-grpc")
 # The issues' goals are judged on single-row requests to these targets; those points get `goal_rounds`.
 GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json", *CONFIG_TARGETS)
 
@@ -38,8 +46,8 @@ class Plan:
         grid = [Point(t, r, c) for t in GRID_TARGETS if t in self.targets for r in self.rows for c in self.connections]
         extra = [Point(t, LARGE_BATCH, 1) for t in ("ours", "ours-v2-json", "ours-v2-binary") if t in self.targets]
         extra += [Point(t, 1, max(self.connections)) for t in CONFIG_TARGETS if t in self.targets]
-        extra += [Point(t, rows, connections) for t in ("ours-default", *PEERS) if t in self.targets
-                  for rows, connections in PEER_POINTS]
+        extra += [Point(t, rows, connections) for t in ("ours-default", *PEERS, *TRANSPORT_TARGETS)
+                  if t in self.targets for rows, connections in PEER_POINTS]
         return list(dict.fromkeys(grid + extra))  # ours-default's (1, c_max) is both a config and a peer point
 
     def rounds_for(self, point: Point) -> int:
@@ -50,12 +58,12 @@ class Plan:
 
 
 FULL = Plan(
-    quick=False, targets=(*GRID_TARGETS, *CONFIG_TARGETS, *PEERS), rows=(1, 100, 1000), connections=(1, 8, 64),
-    rounds=3, goal_rounds=7, seconds=2, inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000),
-    inprocess_block_seconds=0.05, sections=SECTIONS,
+    quick=False, targets=(*GRID_TARGETS, *CONFIG_TARGETS, *PEERS, *TRANSPORT_TARGETS), rows=(1, 100, 1000),
+    connections=(1, 8, 64), rounds=3, goal_rounds=7, seconds=2,
+    inprocess_sizes=(1, 10, 100, 1_000, 10_000, 100_000), inprocess_block_seconds=0.05, sections=SECTIONS,
 )
 QUICK = Plan(
-    quick=True, targets=(*GRID_TARGETS, *CONFIG_TARGETS, *PEERS), rows=(1, 1000), connections=(1, 64), rounds=1,
-    goal_rounds=1, seconds=1,
+    quick=True, targets=(*GRID_TARGETS, *CONFIG_TARGETS, *PEERS, *TRANSPORT_TARGETS), rows=(1, 1000),
+    connections=(1, 64), rounds=1, goal_rounds=1, seconds=1,
     inprocess_sizes=(1, 100, 10_000, 100_000), inprocess_block_seconds=0.01, sections=("inprocess", "http", "workers"),
 )

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
-from benchmarks.plan import LARGE_BATCH, PEER_POINTS, PEERS
+from benchmarks.plan import DEFAULT_TRANSPORTS, LARGE_BATCH, PEER_POINTS, PEERS, SAME_TRANSPORT
 from benchmarks.targets import PEER_PYTHONS, TARGETS
 
 # The serving issue's goals.
@@ -22,6 +23,8 @@ PEER_P99_GOAL = 0.5
 PEER_ROWS_GOAL = 5.0
 PEER_NAMES = {"mlserver": "MLServer", "kserve": "KServe", "litserve": "LitServe", "bentoml": "BentoML",
               "naive": "naive"}
+# Every peer target, over every transport it was measured on.
+PEER_TARGETS = tuple(peer for peers in SAME_TRANSPORT.values() for peer in peers)
 
 
 def point(results: dict[str, Any], target: str, rows: int, connections: int) -> dict[str, Any] | None:
@@ -76,30 +79,46 @@ def headline(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in ratios if any(value is not None for key, value in r.items() if "_over_" in key)]
 
 
-def over_fastest_peer(results: dict[str, Any], rows: int, connections: int) -> float | None:
-    """Our default configuration's req/s over the fastest peer's at this point: the smallest of the ratios."""
-    ratios = [r for peer in PEERS if (r := ratio(results, "ours-default", peer, rows, connections)) is not None]
-    return min(ratios) if ratios else None
+def over_fastest_peer(results: dict[str, Any], rows: int, connections: int) -> tuple[float | None, str]:
+    """Our default configuration's req/s over the fastest peer's at this point, each side over its fastest
+    transport (by median req/s): the per-round ratio of the two, and which two they were."""
+    ours, peer = (_best(results, targets, rows, connections, "req_per_s", max)
+                  for targets in (DEFAULT_TRANSPORTS, PEER_TARGETS))
+    if ours is None or peer is None:
+        return None, ""
+    return ratio(results, ours[1], peer[1], rows, connections), f"{ours[1]} / {peer[1]}"
 
 
-def p99_over_fastest_peer(results: dict[str, Any]) -> float | None:
-    """Our default configuration's p99 at c=1, one row, over the lowest peer p99 there."""
-    ours = figure(point(results, "ours-default", 1, 1), "p99_ms")
-    peers = [p for peer in PEERS if (p := figure(point(results, peer, 1, 1), "p99_ms")) is not None]
-    return ours / min(peers) if ours is not None and peers else None
+def p99_over_fastest_peer(results: dict[str, Any]) -> tuple[float | None, str]:
+    """Our default configuration's lowest p99 at c=1, one row, over the lowest of any peer's transports there."""
+    ours, peer = (_best(results, targets, 1, 1, "p99_ms", min) for targets in (DEFAULT_TRANSPORTS, PEER_TARGETS))
+    if ours is None or peer is None:
+        return None, ""
+    return ours[0] / peer[0], f"{ours[1]} / {peer[1]}"
+
+
+def _best(results: dict[str, Any], targets: tuple[str, ...], rows: int, connections: int, key: str,
+          pick: Callable[[list[tuple[float, str]]], tuple[float, str]]) -> tuple[float, str] | None:
+    """(figure, target) of the target whose `key` figure `pick` (min or max) chooses, of those measured here."""
+    measured = [(float(entry[key]), target) for target in targets
+                if (entry := point(results, target, rows, connections)) is not None]
+    return pick(measured) if measured else None
 
 
 def peer_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The peers issue's goals (rows/s ratio equals the req/s ratio: both sides send the same rows)."""
+    """The peers issue's goals (rows/s ratio equals the req/s ratio: both sides send the same rows), each naming
+    the transports that won on either side."""
     c_max = widest(results)
-    return [
-        _check(f"defaults / fastest peer, 1 row, c={c_max} (req/s)", over_fastest_peer(results, 1, c_max),
-               f">= {PEER_SPEED_GOAL:g}", lambda v: v >= PEER_SPEED_GOAL),
-        _check("defaults p99 / fastest peer's p99, 1 row, c=1", p99_over_fastest_peer(results),
-               f"<= {PEER_P99_GOAL:g}", lambda v: v <= PEER_P99_GOAL),
-        _check("defaults / fastest peer, 1,000 rows, c=8 (rows/s)", over_fastest_peer(results, 1000, 8),
-               f">= {PEER_ROWS_GOAL:g}", lambda v: v >= PEER_ROWS_GOAL),
+    checks = [
+        (f"defaults / fastest peer, 1 row, c={c_max} (req/s)", over_fastest_peer(results, 1, c_max),
+         f">= {PEER_SPEED_GOAL:g}", lambda v: v >= PEER_SPEED_GOAL),
+        ("defaults p99 / fastest peer's p99, 1 row, c=1", p99_over_fastest_peer(results),
+         f"<= {PEER_P99_GOAL:g}", lambda v: v <= PEER_P99_GOAL),
+        ("defaults / fastest peer, 1,000 rows, c=8 (rows/s)", over_fastest_peer(results, 1000, 8),
+         f">= {PEER_ROWS_GOAL:g}", lambda v: v >= PEER_ROWS_GOAL),
     ]
+    return [_check(f"{name}: {pair}" if pair else name, value, goal, passes)
+            for name, (value, pair), goal, passes in checks]
 
 
 def serving_checks(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -168,7 +187,8 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
         f"{env['date_utc']}, commit `{env['commit'][:12]}`"
         f"{' + uncommitted changes' if env['uncommitted_changes'] else ''}, "
         f"{env['cpu']} x{env['cores']}, {env['os']}, Python {env['python']}, onnxruntime "
-        f"{env['packages']['onnxruntime']}, {env['wrk']}. Load average at start {_load(env['load_average_start'])}, "
+        f"{env['packages']['onnxruntime']}, {env['wrk']}{', ' + env['h2load'] if env.get('h2load') else ''}. "
+        f"Load average at start {_load(env['load_average_start'])}, "
         f"at end {_load(results['load_average_end'])} (the machine is shared: compare ratios within this run). "
         f"Whole run {results['duration_s']:.0f} s.",
         "",
@@ -176,6 +196,11 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
         f"starts, and in the grid below with `--access-log off` like the ceiling), `wrk -t1` pinned to CPU 1, "
         f"{results['plan']['seconds']} s per run, medians of {rounds} interleaved round(s){more}; ratios are medians "
         "of the per-round ratios. Every target was first checked to answer 200 with the right prediction.",
+        "",
+        "gRPC: to the same servers' gRPC ports, ModelInfer with the rows as raw FP32 bytes (`raw_input_contents`, "
+        "answered raw), `h2load -t1 -m1` (one stream per connection, so connections = concurrency) pinned to CPU 1; "
+        "p50/p99 from its per-request log. Each gRPC target was first checked with a gRPC client (the status "
+        "travels in trailers, which h2load does not read).",
         "",
     ]
     c_max = widest(results)
@@ -207,18 +232,23 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
 
 
 def peer_table(results: dict[str, Any]) -> list[str]:
-    """Ours as `python -m serve` starts against every peer at the points the peers issue judges, same run."""
-    lines = ["## Against the servers users pick instead (same run; ours with its defaults)", "",
-             "| target | rows | conns | req/s | rows/s | p50 ms | p99 ms | ours (defaults) / this (req/s) |",
+    """Ours against every peer at the points the peers issue judges, same run, each transport against ours on the
+    same: REST JSON peers against ours as `python -m serve` starts, gRPC against ours' gRPC (defaults too), V2
+    binary against ours-v2-binary (the grid's server, `--access-log off`)."""
+    lines = ["## Against the servers users pick instead (same run; ours with its defaults but for V2 binary)", "",
+             "| target | rows | conns | req/s | rows/s | p50 ms | p99 ms | ours (same transport) / this (req/s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for rows, connections in PEER_POINTS:
-        for target in ("ours-default", *PEERS):
-            entry = point(results, target, rows, connections)
-            if entry is not None:
-                versus = None if target == "ours-default" else ratio(results, "ours-default", target, rows, connections)
-                lines.append(f"| {TARGETS[target].label} | {rows:,} | {connections} | {entry['req_per_s']:,.0f} | "
-                             f"{entry['rows_per_s']:,.0f} | {entry['p50_ms']:.3f} | {entry['p99_ms']:.3f} | "
-                             f"{_x(versus)} |")
+        for ours, peers in SAME_TRANSPORT.items():
+            if all(point(results, peer, rows, connections) is None for peer in peers):
+                continue
+            for target in (ours, *peers):
+                entry = point(results, target, rows, connections)
+                if entry is not None:
+                    versus = None if target == ours else ratio(results, ours, target, rows, connections)
+                    lines.append(f"| {TARGETS[target].label} | {rows:,} | {connections} | {entry['req_per_s']:,.0f} | "
+                                 f"{entry['rows_per_s']:,.0f} | {entry['p50_ms']:.3f} | {entry['p99_ms']:.3f} | "
+                                 f"{_x(versus)} |")
     return lines if len(lines) > 4 else []
 
 

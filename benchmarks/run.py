@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks import baseline_model, inprocess, payloads, servers, wrk
+from benchmarks import baseline_model, inprocess, payloads, servers
 from benchmarks.paths import ROOT
 from benchmarks.plan import Plan
 from benchmarks.targets import BASELINE_SERVERS, PIPELINE, SERVERS, TARGETS
@@ -49,10 +49,10 @@ def http_section(plan: Plan, work: Path, points: list[Point] | None = None, pin:
                                  work, pin, stack)
         at_ready = {name: server.rss_mib() for name, server in running.items()}
         endpoints, checks = _checked_endpoints(points, running, truth, work)
-        for name, server in running.items():
-            target = next(t for t in TARGETS.values() if t.server == name)
-            body, request = endpoints[target.name].bodies[min(endpoints[target.name].bodies)]
-            wrk.run(server.url + request.path, body, request.headers, 8, WARM_UP_SECONDS, pin)
+        # Each server warmed up once on each transport measured.
+        warm_up = {(TARGETS[name].server, endpoint.transport): endpoint for name, endpoint in endpoints.items()}
+        for endpoint in warm_up.values():
+            endpoint.load(min(endpoint.bodies), 8, WARM_UP_SECONDS, pin)
         summaries = run_rounds(points, endpoints, plan.rounds_for, plan.seconds, lambda r: loads.append(load_average()),
                                pin)
         results = [summary.as_dict() for summary in summaries]
@@ -81,25 +81,29 @@ def _start_servers(names: list[str], work: Path, pin: bool, stack: ExitStack) ->
 
 def _checked_endpoints(points: list[Point], running: dict[str, servers.Server], truth: Any,
                        work: Path) -> tuple[dict[str, Endpoint], dict[str, str]]:
-    """Bodies for wrk, each first sent once and its answer checked: a wrong or failing target stops the run."""
+    """Bodies for the load generators, each first sent once and its answer checked (over gRPC with a gRPC client,
+    which reads the status in the trailers): a wrong or failing target stops the run."""
     endpoints: dict[str, Endpoint] = {}
     checks: dict[str, str] = {}
     for name in dict.fromkeys(p.target for p in points):
         target = TARGETS[name]
         server = running[target.server]
+        grpc = target.transport == "grpc"
         bodies = {}
         for rows in sorted({p.rows for p in points if p.target == name}):
             request = target.request(rows)
-            reply = servers.send(server.port, request)
+            reply = servers.call(server.grpc_port, request) if grpc else servers.send(server.port, request)
             if reply.status != 200:
-                raise RuntimeError(f"{name}, {rows} rows: HTTP {reply.status}: {reply.body[:300]!r}")
+                raise RuntimeError(f"{name}, {rows} rows: {reply.status}: {reply.body[:300]!r}")
             predictions = target.answer(reply.body, reply.headers, rows)
             problem = payloads.check(predictions, rows, truth) if predictions else None
             if problem:
                 raise RuntimeError(f"{name}, {rows} rows: wrong answer: {problem}")
-            checks[f"{name}/{rows}"] = "200, predictions match" if predictions else "200, JSON (constant answer)"
+            answered = "gRPC OK" if grpc else "200"
+            checks[f"{name}/{rows}"] = f"{answered}, {'predictions match' if predictions else 'JSON (constant answer)'}"
             bodies[rows] = (write_body(work / "bodies", f"{name}-{rows}", request), request)
-        endpoints[name] = Endpoint(server.url, bodies, server.cpu_seconds)
+        url = server.grpc_url if grpc else server.url
+        endpoints[name] = Endpoint(url, bodies, server.cpu_seconds, target.transport)
     return endpoints, checks
 
 

@@ -13,11 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import orjson
 
 from benchmarks.cpus import SERVER_CPU, pinned
 from benchmarks.paths import ROOT
-from benchmarks.payloads import Request
+from benchmarks.payloads import Request, unframe
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
@@ -46,10 +47,24 @@ def send(port: int, request: Request, timeout: float = 10.0) -> Reply:
         connection.close()
 
 
+def call(port: int, request: Request, timeout: float = 10.0) -> Reply:
+    """The framed message in `request.body` sent with a real gRPC client, bytes in and out, so the status in the
+    trailers is read (h2load counts any HTTP 200 a success). Waits for the server's gRPC side to be ready."""
+    with grpc.insecure_channel(f"{HOST}:{port}") as channel:
+        try:
+            answer = channel.unary_unary(request.path)(unframe(request.body), timeout=timeout, wait_for_ready=True)
+        except grpc.RpcError as error:
+            return Reply(error.code().value[0], f"gRPC {error.code().name}: {error.details()}".encode(), {})
+    return Reply(200, answer, {})
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     name: str
-    command: Callable[[int, Path], list[str]]  # (port, work dir) -> argv; may write config files
+    # (port, work dir) -> argv; may write config files. With `grpc`, (port, work dir, gRPC port) -> argv: the
+    # server answers gRPC too, on a second free port.
+    command: Callable[..., list[str]]
+    grpc: bool = False
 
 
 @dataclass
@@ -57,6 +72,7 @@ class Server:
     spec: ServerSpec
     process: subprocess.Popen[bytes]
     port: int
+    grpc_port: int
     started: float
     cold_start_s: float = 0.0
     tree: list[int] = field(default_factory=list)  # every descendant process, counted when ready
@@ -65,6 +81,10 @@ class Server:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"http://{HOST}:{self.grpc_port}"  # h2load speaks HTTP/2 in cleartext to an http:// URL
 
     def wait_until_answering(self, probe: Request) -> None:
         """Until `probe` answers 200: what a client sees as ready. Records the cold start."""
@@ -111,22 +131,23 @@ class Server:
 
 def start(spec: ServerSpec, work: Path, pin: bool = True) -> Server:
     port = free_port()
+    grpc_port = free_port() if spec.grpc else 0
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = spec.command(port, work)
+    command = spec.command(port, work, grpc_port) if spec.grpc else spec.command(port, work)
     with (logs / f"{spec.name}.log").open("wb") as log:
         started = time.monotonic()
         process = subprocess.Popen(pinned(command, SERVER_CPU) if pin else command, cwd=ROOT,
                                    stdout=log, stderr=subprocess.STDOUT)
-    return Server(spec, process, port, started)
+    return Server(spec, process, port, grpc_port, started)
 
 
-def write_mlserver_config(directory: Path, port: int, model_file: Path) -> Path:
+def write_mlserver_config(directory: Path, port: int, grpc_port: int, model_file: Path) -> Path:
     """MLServer's two settings files. parallel_workers=0: its default (1) crashes at start-up with uvloop
     0.23 (SeldonIO/MLServer #2286), and on one core an extra inference process only adds IPC."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "settings.json").write_bytes(orjson.dumps({
-        "parallel_workers": 0, "host": HOST, "http_port": port, "grpc_port": free_port(),
+        "parallel_workers": 0, "host": HOST, "http_port": port, "grpc_port": grpc_port,
         "metrics_port": free_port(), "debug": False,
     }))
     (directory / "model-settings.json").write_bytes(orjson.dumps({

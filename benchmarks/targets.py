@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Literal
 
 from benchmarks import payloads
 from benchmarks.paths import (
@@ -18,7 +19,7 @@ from benchmarks.paths import (
     model_file,
 )
 from benchmarks.payloads import Answer, Request
-from benchmarks.servers import HOST, ServerSpec, free_port, write_mlserver_config
+from benchmarks.servers import HOST, ServerSpec, write_mlserver_config
 
 # Where the bench writes the pipeline the baselines load (relative to the work dir).
 PIPELINE = Path("linear") / "model.joblib"
@@ -31,9 +32,9 @@ def _ours(access_log: str, workers: int, port: int, work: Path) -> list[str]:
             "--access-log", access_log, "--workers", str(workers), "--grpc-port", "0"]
 
 
-def _ours_as_started(flags: list[str], port: int, work: Path) -> list[str]:
+def _ours_as_started(flags: list[str], port: int, work: Path, grpc_port: int) -> list[str]:
     """`python -m serve` with its defaults (text access log, gRPC on) but for the ports and `flags`."""
-    return [sys.executable, "-m", "serve", "--port", str(port), "--grpc-port", str(free_port()), *flags]
+    return [sys.executable, "-m", "serve", "--port", str(port), "--grpc-port", str(grpc_port), *flags]
 
 
 def _ceiling(port: int, work: Path) -> list[str]:
@@ -46,16 +47,16 @@ def _naive(port: int, work: Path) -> list[str]:
             *UVICORN_FLAGS]
 
 
-def _mlserver(port: int, work: Path) -> list[str]:
-    config = write_mlserver_config(work / "mlserver", port, (work / PIPELINE).resolve())
+def _mlserver(port: int, work: Path, grpc_port: int) -> list[str]:
+    config = write_mlserver_config(work / "mlserver", port, grpc_port, (work / PIPELINE).resolve())
     return [str(BENCH_PYTHON.with_name("mlserver")), "start", str(config)]
 
 
-def _kserve(port: int, work: Path) -> list[str]:
-    """KServe's defaults for one core (1 worker, its latency log line per request, as our default logs each
-    request) but gRPC off: its gRPC server would listen on [::], and only its REST side is measured."""
+def _kserve(port: int, work: Path, grpc_port: int) -> list[str]:
+    """KServe's defaults for one core: 1 worker, its latency log line per request (as our default logs each
+    request), gRPC on (in the same process and event loop as REST)."""
     return ["env", f"BENCH_MODEL={model_file('linear')}", str(KSERVE_PEER_PYTHON), "benchmarks/peers/kserve_server.py",
-            "--http_port", str(port), "--workers", "1", "--enable_grpc", "false"]
+            "--http_port", str(port), "--workers", "1", "--enable_grpc", "true", "--grpc_port", str(grpc_port)]
 
 
 def _litserve(port: int, work: Path) -> list[str]:
@@ -73,22 +74,23 @@ def _bentoml(port: int, work: Path) -> list[str]:
 
 SERVERS = {
     "ours": ServerSpec("ours", partial(_ours, "off", 1)),
-    "ours-default": ServerSpec("ours-default", partial(_ours_as_started, [])),
-    "ours-json-log": ServerSpec("ours-json-log", partial(_ours_as_started, ["--access-log", "json"])),
+    "ours-default": ServerSpec("ours-default", partial(_ours_as_started, []), grpc=True),
+    "ours-json-log": ServerSpec("ours-json-log", partial(_ours_as_started, ["--access-log", "json"]), grpc=True),
     # 2 workers against 1, both unpinned: the only comparison where the server may use both cores.
     "ours-1-worker": ServerSpec("ours-1-worker", partial(_ours, "off", 1)),
     "ours-2-workers": ServerSpec("ours-2-workers", partial(_ours, "off", 2)),
     "ceiling": ServerSpec("ceiling", _ceiling),
     "naive": ServerSpec("naive", _naive),
-    "mlserver": ServerSpec("mlserver", _mlserver),
-    "kserve": ServerSpec("kserve", _kserve),
+    "mlserver": ServerSpec("mlserver", _mlserver, grpc=True),
+    "kserve": ServerSpec("kserve", _kserve, grpc=True),
     "litserve": ServerSpec("litserve", _litserve),
     "bentoml": ServerSpec("bentoml", _bentoml),
 }
 BASELINE_SERVERS = frozenset({"naive", "mlserver"})  # load the pipeline the bench writes
 # The Python each peer needs: a target whose venv is missing is skipped and said so.
 PEER_PYTHONS = {"mlserver": BENCH_PYTHON, "naive": BENCH_PYTHON, "kserve": KSERVE_PEER_PYTHON,
-                "litserve": LITSERVE_PEER_PYTHON, "bentoml": BENTOML_PEER_PYTHON}
+                "litserve": LITSERVE_PEER_PYTHON, "bentoml": BENTOML_PEER_PYTHON, "mlserver-grpc": BENCH_PYTHON,
+                "kserve-grpc": KSERVE_PEER_PYTHON, "kserve-v2-binary": KSERVE_PEER_PYTHON}
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Target:
     server: str
     request: Callable[[int], Request]
     answer: Answer
+    # "grpc": sent to the server's gRPC port with h2load and checked with a gRPC client; else wrk over HTTP/1.1.
+    transport: Literal["http", "grpc"] = "http"
 
 
 OURS_RECORD = partial(payloads.record_request, single_path="/models/linear/predict",
@@ -126,4 +130,14 @@ TARGETS = {target.name: target for target in [
     Target("naive", "naive: FastAPI + pydantic + pandas + sklearn", "naive",
            partial(payloads.record_request, single_path="/predict", batch_path="/predict/batch"),
            payloads.record_answer),
+    # gRPC with the tensor as raw FP32 bytes (raw_input_contents), not typed fp32_contents: KServe's client sends it
+    # by default, MLServer accepts it (its own client's use_raw), and all three answer a raw request raw.
+    Target("ours-grpc", "ours: gRPC raw FP32, defaults as `python -m serve` starts", "ours-default",
+           payloads.grpc_request, payloads.grpc_answer, "grpc"),
+    Target("mlserver-grpc", "MLServer 1.7.1 sklearn runtime, gRPC raw FP32", "mlserver",
+           partial(payloads.grpc_request, output=None), payloads.grpc_answer, "grpc"),
+    Target("kserve-grpc", "KServe 0.21.0 ModelServer, onnxruntime model, gRPC raw FP32", "kserve",
+           payloads.grpc_request, payloads.grpc_answer, "grpc"),
+    Target("kserve-v2-binary", "KServe 0.21.0 ModelServer, onnxruntime model, V2 binary FP32", "kserve",
+           payloads.v2_binary_request, payloads.v2_answer),
 ]}

@@ -11,9 +11,9 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from benchmarks import wrk
+from benchmarks import h2load, wrk
 from benchmarks.payloads import Request
 
 
@@ -30,10 +30,17 @@ def _unmeasured() -> float:
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A target's server, its request bodies written to files for wrk, and its CPU time so far."""
+    """A target's server, its request bodies written to files for the load generator, and its CPU time so far."""
     url: str
     bodies: dict[int, tuple[Path, Request]]
     cpu_seconds: Callable[[], float] = _unmeasured
+    transport: Literal["http", "grpc"] = "http"
+
+    def load(self, rows: int, connections: int, seconds: int, pin: bool = True) -> wrk.Run:
+        """One run of the load generator for the transport: wrk for HTTP/1.1, h2load for gRPC (HTTP/2)."""
+        generator = h2load.run if self.transport == "grpc" else wrk.run
+        body_file, request = self.bodies[rows]
+        return generator(self.url + request.path, body_file, request.headers, connections, seconds, pin)
 
 
 @dataclass(frozen=True)
@@ -83,9 +90,8 @@ def run_rounds(points: list[Point], endpoints: dict[str, Endpoint], rounds: Call
             if number >= rounds(point):
                 continue
             endpoint = endpoints[point.target]
-            body_file, request = endpoint.bodies[point.rows]
             cpu_before = endpoint.cpu_seconds()
-            run = wrk.run(endpoint.url + request.path, body_file, request.headers, point.connections, seconds, pin)
+            run = endpoint.load(point.rows, point.connections, seconds, pin)
             runs[point].append(replace(run, server_cpu_s=endpoint.cpu_seconds() - cpu_before))
     return [Summary(point, runs[point]) for point in points]
 

@@ -13,12 +13,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from benchmarks import readme, report, servers, wrk
+from benchmarks import h2load, payloads, readme, report, servers, wrk
 from benchmarks.payloads import Request
-from benchmarks.plan import FULL, PEER_POINTS, PEERS, QUICK
+from benchmarks.plan import FULL, PEER_POINTS, PEERS, QUICK, TRANSPORT_TARGETS
 from benchmarks.throughput import Endpoint, Point, run_rounds
+from serve.protocol import open_inference_grpc_pb2 as pb
 from tests.conftest import ROOT
 
 
@@ -26,18 +28,20 @@ from tests.conftest import ROOT
 def test_quick_run_of_ours_against_the_ceiling_and_peers_writes_json_markdown_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "results"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--targets", "ceiling,ours,ours-default,kserve,litserve",
-         "--sections", "http", "--seconds", "1", "--results", str(out)],
+        [sys.executable, "-m", "benchmarks", "--quick", "--targets",
+         "ceiling,ours,ours-default,kserve,kserve-grpc,litserve", "--sections", "http", "--seconds", "1",
+         "--results", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     points = results["http"]["points"]
-    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default", "kserve", "litserve"}
+    assert {p["target"] for p in points} == {"ceiling", "ours", "ours-default", "kserve", "kserve-grpc", "litserve"}
     assert all(p["requests"] > 0 and p["non_2xx"] == 0 and p["server_cpu_us_per_request"] > 0 for p in points)
     assert results["http"]["answer_checks"]["ours/1"] == "200, predictions match"
     for peer in ("kserve", "litserve"):
         assert results["http"]["answer_checks"][f"{peer}/1000"] == "200, predictions match"
+    assert results["http"]["answer_checks"]["kserve-grpc/1"] == "gRPC OK, predictions match"
     servers = results["http"]["servers"]
     assert all(s["processes"] >= 1 for s in servers.values())
     # LitServe 0.2.19 leaves its workers behind on SIGTERM: they are counted (and killed), the others leave none.
@@ -121,8 +125,8 @@ def test_the_default_and_json_log_goals_are_judged_on_the_per_round_ratios_to_th
               "ours-default": [9_300, 7_000, 11_400], "ours-json-log": [8_000, 7_200, 10_200]}
     cpu_us = {"ceiling": [50, 60, 40], "ours": [55, 70, 44], "ours-default": [58, 60, 50],
               "ours-json-log": [60, 70, 48]}
-    results = {"http": {"points": [{"target": target, "rows": 1, "connections": 64, "req_per_s_rounds": rps,
-                                    "server_cpu_us_per_request_rounds": cpu_us[target]}
+    results = {"http": {"points": [{"target": target, "rows": 1, "connections": 64, "req_per_s": rps[0],
+                                    "req_per_s_rounds": rps, "server_cpu_us_per_request_rounds": cpu_us[target]}
                                    for target, rps in rounds.items()]}}
     checks = {check["check"]: check for check in report.serving_checks(results)}
     default = checks["defaults (text access log) / ceiling, 1 record, c=64 (req/s)"]
@@ -143,3 +147,75 @@ def test_each_run_records_the_servers_cpu_time_per_request(monkeypatch: pytest.M
     figures = summary.as_dict()
     assert figures["server_cpu_us_per_request_rounds"] == [pytest.approx(50.0), pytest.approx(100.0)]
     assert figures["server_cpu_us_per_request"] == pytest.approx(75.0)
+
+
+H2LOAD_SUMMARY = """finished in 2.00s, 2562.50 req/s, 248.74KB/s
+requests: 5133 total, 5141 started, 10 done, 7 succeeded, 3 failed, 1 errored, 0 timeout
+status codes: 7 2xx, 0 3xx, 2 4xx, 0 5xx
+"""
+
+
+def test_an_h2load_run_reads_its_counts_from_the_summary_and_its_percentiles_from_the_log() -> None:
+    log = "".join(f"1796184844428620\t200\t{us}\n" for us in [900, 100, 500, 300, 700, 200, 400, 600, 800, 1000])
+    run = h2load.parse(H2LOAD_SUMMARY, log)
+    assert (run.requests, run.seconds, run.rps) == (10, 2.0, 5.0)
+    assert (run.non_2xx, run.errors) == (2, 1)  # "failed" holds the errored stream as well as the 4xx answers
+    assert (run.p50_ms, run.p99_ms, run.mean_ms) == (0.5, 1.0, 0.55)
+
+
+def test_an_h2load_run_shorter_than_a_second_is_timed_in_its_unit() -> None:
+    run = h2load.parse(H2LOAD_SUMMARY.replace("2.00s", "500.25ms"), "1\t200\t100\n")
+    assert run.seconds == pytest.approx(0.50025)
+
+
+def test_a_grpc_body_is_one_uncompressed_length_prefixed_model_infer_request_with_raw_fp32_rows() -> None:
+    request = payloads.grpc_request(3)
+    assert request.body[0] == 0 and int.from_bytes(request.body[1:5], "big") == len(request.body) - 5
+    message = pb.ModelInferRequest.FromString(payloads.unframe(request.body))
+    assert (message.model_name, list(message.inputs[0].shape), message.inputs[0].datatype) == ("linear", [3, 13],
+                                                                                              "FP32")
+    assert np.array_equal(np.frombuffer(message.raw_input_contents[0], "<f4"), payloads.rows(3).astype("<f4").ravel())
+    assert request.headers == {"content-type": "application/grpc", "te": "trailers"}
+    with pytest.raises(ValueError, match="not one uncompressed gRPC message"):
+        payloads.unframe(request.body + b"\0")
+
+
+def test_a_grpc_answer_is_read_raw_in_the_datatype_it_declares_and_a_typed_one_is_refused() -> None:
+    answer = pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(name="predict", datatype="FP64")],
+                                   raw_output_contents=[np.array([1.5, 2.5], "<f8").tobytes()])
+    assert payloads.grpc_answer(answer.SerializeToString(), {}, 2) == [1.5, 2.5]
+    del answer.raw_output_contents[:]
+    with pytest.raises(ValueError, match="without raw_output_contents"):
+        payloads.grpc_answer(answer.SerializeToString(), {}, 2)
+
+
+def test_a_grpc_endpoint_is_loaded_with_h2load_and_an_http_one_with_wrk(monkeypatch: pytest.MonkeyPatch,
+                                                                        tmp_path: Path) -> None:
+    used: list[tuple[str, str]] = []
+    for module in (wrk, h2load):
+        monkeypatch.setattr(module, "run", lambda url, *args, name=module.__name__: used.append((name, url)) or wrk.Run(
+            requests=1, seconds=1.0, errors=0, non_2xx=0, p50_ms=1.0, p99_ms=1.0, mean_ms=1.0))
+    bodies = {1: (tmp_path, Request("/infer", b"", {}))}
+    endpoints = {"rest": Endpoint("http://rest", bodies), "grpc": Endpoint("http://grpc", bodies, transport="grpc")}
+    run_rounds([Point("rest", 1, 1), Point("grpc", 1, 1)], endpoints, lambda point: 1, 1)
+    assert used == [("benchmarks.wrk", "http://rest/infer"), ("benchmarks.h2load", "http://grpc/infer")]
+
+
+def test_the_other_transports_are_measured_at_the_peer_points_and_the_quick_run_has_a_grpc_peer() -> None:
+    assert {(p.rows, p.connections) for p in FULL.points() if p.target in TRANSPORT_TARGETS} == set(PEER_POINTS)
+    assert all(Point(t, rows, connections) in FULL.points() for t in TRANSPORT_TARGETS
+               for rows, connections in PEER_POINTS)
+    assert any(p.target in ("kserve-grpc", "mlserver-grpc") for p in QUICK.points())
+
+
+def test_the_peer_goals_take_the_fastest_transport_on_each_side_and_name_both() -> None:
+    rps = {"ours-default": [9_000, 8_000], "ours-grpc": [4_000, 3_000], "kserve": [500, 400],
+           "kserve-grpc": [1_000, 800], "mlserver-grpc": [600, 500]}
+    p99 = {"ours-default": 2.0, "ours-grpc": 1.0, "kserve": 4.0, "kserve-grpc": 5.0, "mlserver-grpc": 8.0}
+    results = {"http": {"points": [{"target": target, "rows": 1, "connections": c, "req_per_s": max(rounds),
+                                    "req_per_s_rounds": rounds, "p99_ms": p99[target]}
+                                   for target, rounds in rps.items() for c in (1, 64)]}}
+    checks = report.peer_checks(results)
+    assert checks[0]["check"].endswith(": ours-default / kserve-grpc") and checks[0]["value"] == pytest.approx(9.5)
+    assert checks[1]["check"].endswith(": ours-grpc / kserve") and checks[1]["value"] == pytest.approx(0.25)
+    assert checks[2]["value"] is None
