@@ -1,27 +1,33 @@
-"""The access log writer: whole lines as bytes, buffered on the event loop and written to stdout by a
-thread of its own, so that a slow, full or closed stdout never holds up a request.
+"""The access log writer: whole lines as bytes, buffered on the event loop and written from it a few
+milliseconds later by writes that never wait, so that a slow, full or closed stdout never holds up a request.
 
-A `logging` record per request cost a third of the server's throughput. Here a request appends its line
-to a list; a few milliseconds after the first line of a batch the list goes to the writer thread, which
-writes it in chunks of whole lines of at most PIPE_BUF bytes (atomic on a pipe shared by several workers,
-so lines never interleave). The thread writes with ordinary blocking writes: stdout's file description
-is shared with stderr and with the other workers, and making it non-blocking would make their writes
-fail instead. When stdout does not keep up, at most `limit` bytes wait; whole lines beyond are dropped,
-counted, and one warning goes to stderr. A closed stdout (EPIPE) drops every line from then on.
+A `logging` record per request cost a third of the server's throughput; a writer thread cost less, but at full
+load it took ~2,500 forced context switches a second from the event loop (the thread needs the GIL back after
+each write, and the busy loop only yields it every switch interval). Here a request appends its line to a list,
+and a few milliseconds after the first line of a batch the loop writes the list in chunks of whole lines of at
+most PIPE_BUF bytes (atomic on a pipe shared by several workers, so lines never interleave).
+
+Writes never wait for a reader. stdout's file description is shared with stderr and with the other workers, and
+making it non-blocking would make their writes fail instead, so: a pipe or a socket is written with RWF_NOWAIT
+(that one write does not wait); a terminal, or a pipe on a kernel without RWF_NOWAIT for pipes, through a
+non-blocking description of its own; a regular file as it is (the page cache takes the write, nobody is waited
+for). When stdout does not keep up, lines wait for the next try, at most `limit` bytes; whole lines beyond are
+dropped, counted, and one warning goes to stderr. A closed stdout (EPIPE) drops every line from then on. A stop
+waits a bounded time for stdout to take what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import errno
 import logging
 import os
-import queue
 import select
-import threading
+import stat
 import time
 from collections.abc import Callable
-from functools import lru_cache
+from functools import lru_cache, partial
 
 logger = logging.getLogger("serve")
 # Long enough to batch a few dozen lines at full load, short enough that a reader sees a line at once.
@@ -46,92 +52,129 @@ class AccessLog:
         self.limit = limit
         self._on_drop = on_drop  # told the total of dropped lines each time it grows
         self._fd = fd
-        self._lines: list[bytes] = []
+        self._target = fd  # what the lines go to: stdout, or a non-blocking description of its own
+        self._lines: list[bytes] = []  # written to the log, not yet to stdout, oldest first
         self._size = 0
-        # Bytes handed to the thread (written by the loop only) and bytes it has written (by the thread only):
-        # the difference is what waits, read without a lock since each counter has a single writer.
-        self._handed = 0
-        self._written = 0
-        self._dropped = 0
-        self._lost = 0  # lines the thread could not write (a closed stdout), counted by the thread only
+        self._write: Callable[[bytes], int] | None = None  # how stdout is written, chosen at the first write
+        self.dropped = 0
         self._broken = False
         self._warned = False
-        self._chunks: queue.SimpleQueue[list[bytes] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
         self._timer: asyncio.TimerHandle | None = None
-
-    @property
-    def dropped(self) -> int:
-        return self._dropped + self._lost
+        atexit.register(self.close)
 
     def write(self, line: bytes) -> None:
         """Buffer one whole line (ending in a newline); called on the event loop, never blocks."""
-        if self._broken or self._size + self._handed - self._written + len(line) > self.limit:
-            self._drop()
+        if self._broken or self._size + len(line) > self.limit:
+            self._drop(1)
             return
         self._lines.append(line)
         self._size += len(line)
-        if self._timer is None:
-            try:
-                self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
-            except RuntimeError:  # no loop in this thread: nothing would ever flush, so hand it over now
-                self.flush()
+        if self._timer is None and not self._flush_later():
+            self.flush()  # no loop in this thread (a test, atexit): write now; what stdout does not take waits
 
     def flush(self) -> None:
-        """Hand the buffered lines to the writer thread."""
+        """Write what stdout takes now; the rest waits for the next try."""
+        self._timer = None
+        if not self._lines:
+            return
+        try:
+            self._write_chunks()
+        except BlockingIOError:
+            self._flush_later()
+        except OSError:  # EPIPE, EBADF: nobody will read stdout again
+            self._broken = True
+            self._drop(len(self._lines))
+            self._keep([])
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> bool:
+        """Write every waiting line, waiting up to `timeout` seconds for stdout to take them; whether it did.
+        Lines it did not take are dropped and counted."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._cancel_timer()
+            self.flush()
+            self._cancel_timer()
+            if not self._lines:
+                return not self._broken
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([], [self._target], [], left)[1]:
+                break
+        logger.warning("access log: stdout took no more lines within %.0f s of the stop; %d lines not written",
+                       timeout, len(self._lines))
+        self._count(len(self._lines))
+        self._keep([])
+        return False
+
+    def _flush_later(self) -> bool:
+        """A flush FLUSH_DELAY from now on this thread's event loop; False when it has none."""
+        try:
+            self._timer = asyncio.get_running_loop().call_later(FLUSH_DELAY, self.flush)
+        except RuntimeError:
+            return False
+        return True
+
+    def _cancel_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
-            self._thread.start()
-            atexit.register(self.close)
-        lines, self._lines = self._lines, []
-        self._handed += self._size
-        self._size = 0
-        self._chunks.put(lines)
 
-    def close(self, timeout: float = CLOSE_TIMEOUT) -> bool:
-        """Flush, then wait up to `timeout` seconds for stdout to take every line; whether it did."""
-        self.flush()
-        thread = self._thread
-        if thread is None:
-            return True
-        self._chunks.put(None)
-        thread.join(timeout)
-        atexit.unregister(self.close)
-        if not thread.is_alive():
-            self._thread = None  # a line written after this starts a new one
-            return True
-        # Still blocked: it stays the only writer (lines written later queue behind the stop and wait).
-        logger.warning("access log: stdout took no more lines within %.0f s of the stop; %d bytes not written",
-                       timeout, self._handed - self._written)
-        return False
+    def _write_chunks(self) -> None:
+        """Chunk by chunk until stdout is full (BlockingIOError), closed (OSError) or has every line."""
+        write = self._write or self._choose_write()
+        lines = self._lines
+        chunks = _chunks(lines)
+        for number, (start, chunk) in enumerate(chunks):
+            try:
+                written = write(chunk)
+            except OSError:
+                self._keep(lines[start:])
+                raise
+            if written < len(chunk):  # a socket can take part of a chunk: its tail goes first next time
+                after = chunks[number + 1][0] if number + 1 < len(chunks) else len(lines)
+                self._keep([chunk[written:], *lines[after:]])
+                raise BlockingIOError
+        self._keep([])
 
-    def _drop(self) -> None:
+    def _keep(self, lines: list[bytes]) -> None:
+        self._lines, self._size = lines, sum(map(len, lines))
+
+    def _choose_write(self) -> Callable[[bytes], int]:
+        if stat.S_ISREG(os.fstat(self._fd).st_mode):
+            self._write = partial(os.write, self._fd)
+            return self._write
+        self._write = self._write_nowait
+        return self._write
+
+    def _write_nowait(self, data: bytes) -> int:
+        try:
+            return os.pwritev(self._fd, [data], -1, os.RWF_NOWAIT)
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+        self._write = partial(os.write, self._reopened())  # a terminal, or a kernel older than pipes' RWF_NOWAIT
+        return self._write(data)
+
+    def _reopened(self) -> int:
+        """A non-blocking description of stdout's file of our own; stdout itself when there is none to be had."""
+        try:
+            fd = os.open(f"/proc/self/fd/{self._fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        except OSError:
+            logger.warning("access log: stdout cannot be written without waiting; a stalled stdout stalls requests")
+            return self._fd
+        self._target = fd
+        return fd
+
+    def _drop(self, lines: int) -> None:
         if not self._warned:
             self._warned = True
             logger.warning("access log: %s; dropping whole lines, counted in serve_access_log_dropped_lines_total",
                            "stdout is closed" if self._broken else
                            f"stdout is not keeping up with {self.limit:,} bytes waiting")
-        self._dropped += 1
-        self._on_drop(self.dropped)
+        self._count(lines)
 
-    def _run(self) -> None:
-        while (lines := self._chunks.get()) is not None:
-            if self._broken:
-                self._lost += len(lines)
-                continue
-            for start, chunk in _chunks(lines):
-                try:
-                    _write_all(self._fd, chunk)
-                except OSError:  # EPIPE, EBADF: nobody will read stdout again
-                    self._broken = True
-                    self._lost += len(lines) - start
-                    break
-                self._written += len(chunk)
+    def _count(self, lines: int) -> None:
+        self.dropped += lines
+        self._on_drop(self.dropped)
 
 
 def _chunks(lines: list[bytes]) -> list[tuple[int, bytes]]:
@@ -146,9 +189,3 @@ def _chunks(lines: list[bytes]) -> list[tuple[int, bytes]]:
         size += len(line)
     chunks.append((first, b"".join(lines[first:])))
     return chunks
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
