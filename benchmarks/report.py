@@ -179,8 +179,9 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
     """Context, headline ratios, the serving-issue checks and the plots: what the README shows."""
     env = results["environment"]
     rounds, goal_rounds = results["plan"]["rounds"], results["plan"]["goal_rounds"]
-    more = (f" ({goal_rounds} for the single-row points of the ceiling, ours and V2 JSON, on which the goals are "
-            "judged)" if goal_rounds != rounds else "")
+    more = (f" ({goal_rounds} for the single-row points on which the goals are judged: the ceiling, ours, V2 JSON, "
+            "the defaults and the JSON log at the most connections, ours and the defaults at one)"
+            if goal_rounds != rounds else "")
     lines = [
         f"# Benchmarks{' (--quick)' if results['plan']['quick'] else ''}",
         "",
