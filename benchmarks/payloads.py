@@ -9,6 +9,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 import orjson
@@ -18,7 +19,6 @@ from benchmarks.paths import DATA, model_file
 from export import data
 from export.schema import FEATURE_NAMES, INPUT_NAME, OUTPUT_NAME
 from serve.model import Model
-from serve.protocol import open_inference_grpc_pb2 as pb
 
 # float32 vs float64 inputs and summation order: the runtimes agree to ~1e-5; 1e-3 catches any real error.
 TOLERANCE = 1e-3
@@ -79,6 +79,7 @@ def grpc_request(n: int, output: str | None = OUTPUT_NAME, model: str = "linear"
     """ModelInfer with the rows as one raw little-endian FP32 tensor, framed for the wire (the body h2load posts).
     `output` None asks for the model's default outputs (MLServer's sklearn runtime refuses other names)."""
     x = rows(n).astype("<f4")
+    pb = protocol()
     message = pb.ModelInferRequest(
         model_name=model, inputs=[pb.ModelInferRequest.InferInputTensor(name=INPUT_NAME, datatype="FP32",
                                                                          shape=list(x.shape))],
@@ -86,6 +87,14 @@ def grpc_request(n: int, output: str | None = OUTPUT_NAME, model: str = "linear"
         raw_input_contents=[x.tobytes()])
     return Request(GRPC_INFER, frame(message.SerializeToString()),
                    {"content-type": "application/grpc", "te": "trailers"})
+
+
+def protocol() -> ModuleType:
+    """Our generated messages, imported at first use: they and tritonclient's register the same protobuf names and
+    cannot share a process (kserve/kserve#3099), and the test suite loads tritonclient's."""
+    from serve.protocol import open_inference_grpc_pb2
+
+    return open_inference_grpc_pb2
 
 
 def frame(message: bytes) -> bytes:
@@ -102,7 +111,7 @@ def unframe(body: bytes) -> bytes:
 
 def grpc_answer(body: bytes, headers: dict[str, str], n: int) -> list[float]:
     """Predictions from a ModelInferResponse (unframed): raw, as every server answers a raw request."""
-    answer = pb.ModelInferResponse.FromString(body)
+    answer = protocol().ModelInferResponse.FromString(body)
     if not answer.raw_output_contents:
         raise ValueError(f"a raw request answered without raw_output_contents: {str(answer)[:300]}")
     raw = np.frombuffer(answer.raw_output_contents[0], RAW_DTYPES[answer.outputs[0].datatype])
