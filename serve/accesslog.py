@@ -139,10 +139,8 @@ class AccessLog:
         self._lines, self._size = lines, sum(map(len, lines))
 
     def _choose_write(self) -> Callable[[bytes], int]:
-        if stat.S_ISREG(os.fstat(self._fd).st_mode):
-            self._write = partial(os.write, self._fd)
-            return self._write
-        self._write = self._write_nowait
+        regular_file = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._write = partial(os.write, self._fd) if regular_file else self._write_nowait
         return self._write
 
     def _write_nowait(self, data: bytes) -> int:

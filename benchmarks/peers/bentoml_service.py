@@ -1,7 +1,7 @@
 """BentoML with the linear model in onnxruntime: a `@bentoml.service` class with one `@bentoml.api`, as BentoML's
 docs show.
 
-Run in .venv-peer-bentoml (bentoml and onnxruntime only; not this project's code): `BENCH_MODEL=model.onnx bentoml
+Run in .venv-peer-bentoml (bentoml and onnxruntime; of ours only onnx_session.py): `BENCH_MODEL=model.onnx bentoml
 serve bentoml_service:Linear --working-dir benchmarks/peers --host 127.0.0.1 --port N`, its production server (no
 `--development`, no `--reload`). Its JSON is BentoML's for an API method: the arguments by name, POST /predict
 `{"rows": [[13 features], ...]}` (rows in the model's feature order) -> `[MEDV, ...]`.
@@ -16,22 +16,15 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
-import onnxruntime
 from bentoml.validators import DType, Shape
+from onnx_session import LinearSession
 
 
 @bentoml.service(workers=1)
 class Linear:
     def __init__(self) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # one core, as ours
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(os.environ["BENCH_MODEL"], options,
-                                                    providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.output = self.session.get_outputs()[0].name  # the prediction; the graph has more outputs
+        self.model = LinearSession(os.environ["BENCH_MODEL"])
 
     @bentoml.api
     def predict(self, rows: Annotated[np.ndarray, Shape((-1, 13)), DType("float32")]) -> np.ndarray:
-        (prediction,) = self.session.run([self.output], {self.input: rows})
-        return prediction.ravel()
+        return self.model.predict(rows).ravel()

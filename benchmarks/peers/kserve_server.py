@@ -1,6 +1,6 @@
 """KServe's Python ModelServer with a custom onnxruntime model: what KServe's docs show for a custom predictor.
 
-Run in .venv-peer-kserve (kserve and onnxruntime only; not this project's code): `BENCH_MODEL=model.onnx python
+Run in .venv-peer-kserve (kserve and onnxruntime; of ours only onnx_session.py): `BENCH_MODEL=model.onnx python
 benchmarks/peers/kserve_server.py --http_port N ...` with ModelServer's own flags (it parses argv on import).
 ModelServer has no bind-address option and hard-codes 0.0.0.0 for REST and [::] for gRPC; the loopback patches
 below keep a benchmark on 127.0.0.1 and change nothing else.
@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import onnxruntime
 import uvicorn
 from grpc import aio
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
 from kserve.protocol.grpc import server as grpc_server
 from kserve.protocol.rest import server as rest_server
 from kserve.utils.utils import generate_uuid
+from onnx_session import LinearSession
 
 HOST = "127.0.0.1"
 
@@ -41,19 +41,14 @@ class LoopbackGrpc:
 class Linear(Model):
     def __init__(self, path: str) -> None:
         super().__init__("linear")
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # one core, as ours
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.output = self.session.get_outputs()[0].name  # the prediction; the graph has more outputs
+        self.model = LinearSession(path)
         self.ready = True
 
     def predict(self, payload: InferRequest, headers: Any = None, response_headers: Any = None) -> InferResponse:
         """Answers in the form asked, as KServe's own predictors do (kserve.utils.utils.get_predict_response):
         binary for a binary output request or raw gRPC inputs, JSON or typed contents otherwise."""
-        (prediction,) = self.session.run([self.output], {self.input: payload.inputs[0].as_numpy()})
-        output = InferOutput(name=self.output, shape=list(prediction.shape), datatype="FP32")
+        prediction = self.model.predict(payload.inputs[0].as_numpy())
+        output = InferOutput(name=self.model.output, shape=list(prediction.shape), datatype="FP32")
         output.set_data_from_numpy(prediction, binary_data=payload.use_binary_outputs)
         return InferResponse(model_name=self.name, infer_outputs=[output], response_id=payload.id or generate_uuid(),
                              use_binary_outputs=payload.use_binary_outputs, requested_outputs=payload.request_outputs)

@@ -1,6 +1,6 @@
 """LitServe with the linear model in onnxruntime: a LitAPI's setup / decode / predict / encode, as LitServe's docs show.
 
-Run in .venv-peer-litserve (litserve and onnxruntime only; not this project's code): `BENCH_MODEL=model.onnx python
+Run in .venv-peer-litserve (litserve and onnxruntime; of ours only onnx_session.py): `BENCH_MODEL=model.onnx python
 benchmarks/peers/litserve_server.py PORT`. Its JSON is LitServe's: the parsed body goes to `decode_request` and
 `encode_response`'s dict comes back, so POST /predict `{"rows": [[13 features], ...]}` (rows in the model's feature
 order) -> `{"output": [MEDV, ...]}`, the `{"output": ...}` of LitServe's examples.
@@ -19,20 +19,14 @@ from typing import Any
 
 import litserve
 import numpy as np
-import onnxruntime
+from onnx_session import LinearSession
 
 HOST = "127.0.0.1"
 
 
 class Linear(litserve.LitAPI):
     def setup(self, device: str) -> None:
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1  # one core, as ours
-        options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(os.environ["BENCH_MODEL"], options,
-                                                    providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0].name
-        self.output = self.session.get_outputs()[0].name  # the prediction; the graph has more outputs
+        self.model = LinearSession(os.environ["BENCH_MODEL"])
 
     # No annotations on `request` or the response: LitServe would turn them into FastAPI models and validate
     # every request and answer with pydantic, which its examples do not do.
@@ -40,8 +34,7 @@ class Linear(litserve.LitAPI):
         return np.asarray(request["rows"], dtype=np.float32)
 
     def predict(self, rows: np.ndarray, **kwargs: Any) -> np.ndarray:
-        (prediction,) = self.session.run([self.output], {self.input: rows})
-        return prediction
+        return self.model.predict(rows)
 
     def encode_response(self, prediction: np.ndarray, **kwargs: Any):  # type: ignore[no-untyped-def]
         return {"output": prediction.ravel().tolist()}
