@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,10 +25,17 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 60.0
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each socket stays bound until all are, or the kernel may hand one out twice."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass(frozen=True)
@@ -130,8 +138,7 @@ class Server:
 
 
 def start(spec: ServerSpec, work: Path, pin: bool = True) -> Server:
-    port = free_port()
-    grpc_port = free_port() if spec.grpc else 0
+    port, grpc_port = free_ports(2) if spec.grpc else (free_port(), 0)
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     command = spec.command(port, work, grpc_port) if spec.grpc else spec.command(port, work)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,10 +49,17 @@ def client() -> Iterator[TestClient]:
         yield test_client
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: each socket stays bound until all are, or the kernel may hand one out twice."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
 
 
 @dataclass
@@ -72,7 +79,7 @@ def running_server(tmp_path: Path, *args: str, env: dict[str, str] | None = None
     """`python -m serve` on a free 127.0.0.1 port, its gRPC on another, ready when this yields; stopped (SIGTERM)
     afterwards. Servers run side by side over the suite: none may take the default gRPC port 8001. Both
     stdout (the access log) and stderr go to the log, unless `stdout` is given (subprocess.PIPE)."""
-    port, grpc_port = free_port(), free_port()
+    port, grpc_port = free_ports(2)
     log_path = tmp_path / f"server-{port}.log"
     command = [sys.executable, "-m", "serve", "--port", str(port), "--grpc-port", str(grpc_port),
                "--model-dir", str(MODEL_DIR), *args]
