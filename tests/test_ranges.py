@@ -1,0 +1,36 @@
+"""The range check behind the warnings and the drift counters: the same answer as comparing value by value,
+whatever the batch's length against the check's blocks of rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serve.ranges import BLOCK_ROWS, RangeCheck
+
+LOWER = np.array([0.0, -1.0, 10.0], dtype=np.float32)
+UPPER = np.array([1.0, 1.0, 20.0], dtype=np.float32)
+
+
+def inside(n: int) -> np.ndarray:
+    return np.random.default_rng(n).uniform(LOWER, UPPER, (n, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n", [1, 7, BLOCK_ROWS - 1, BLOCK_ROWS, BLOCK_ROWS + 1, 3 * BLOCK_ROWS + 5])
+def test_rows_within_their_bounds_are_none_outside(n: int) -> None:
+    assert RangeCheck(LOWER, UPPER).outside(inside(n)) is None
+
+
+@pytest.mark.parametrize("n", [1, BLOCK_ROWS, BLOCK_ROWS + 1, 3 * BLOCK_ROWS + 5])
+def test_values_outside_are_found_where_they_are_in_any_block(n: int) -> None:
+    rows = inside(n)
+    rows[-1, 2] = 20.5  # above, in the last block
+    rows[n // 2, 0] = -0.25  # below, in a middle one
+    rows[0, 1] = np.nextafter(np.float32(-1.0), np.float32(-2.0))  # the float32 just below a bound
+    mask = RangeCheck(LOWER, UPPER).outside(rows)
+    assert mask is not None
+    assert mask.tolist() == ((rows < LOWER) | (rows > UPPER)).tolist()
+
+
+def test_the_bounds_themselves_are_inside() -> None:
+    assert RangeCheck(LOWER, UPPER).outside(np.stack([LOWER, UPPER])) is None
