@@ -229,12 +229,21 @@ def test_the_other_transports_are_measured_at_the_peer_points_and_the_quick_run_
 
 def test_the_peer_goals_take_the_fastest_transport_on_each_side_and_name_both() -> None:
     rps = {"ours-default": [9_000, 8_000], "ours-grpc": [4_000, 3_000], "kserve": [500, 400],
-           "kserve-grpc": [1_000, 800], "mlserver-grpc": [600, 500]}
-    p99 = {"ours-default": 2.0, "ours-grpc": 1.0, "kserve": 4.0, "kserve-grpc": 5.0, "mlserver-grpc": 8.0}
+           "kserve-grpc": [1_000, 800], "mlserver-grpc": [600, 500], "ceiling": [12_000, 8_800]}
+    p99 = {"ours-default": 2.0, "ours-grpc": 1.0, "kserve": 4.0, "kserve-grpc": 5.0, "mlserver-grpc": 8.0,
+           "ceiling": 3.0}
     results = {"http": {"points": [{"target": target, "rows": 1, "connections": c, "req_per_s": max(rounds),
                                     "req_per_s_rounds": rounds, "p99_ms": p99[target]}
                                    for target, rounds in rps.items() for c in (1, 64)]}}
-    checks = report.peer_checks(results)
-    assert checks[0]["check"].endswith(": ours-default / kserve-grpc") and checks[0]["value"] == pytest.approx(9.5)
-    assert checks[1]["check"].endswith(": ours-grpc / kserve") and checks[1]["value"] == pytest.approx(0.25)
-    assert checks[2]["value"] is None
+    checks = {check["check"].rsplit(": ", 1)[0]: check for check in report.peer_checks(results)}
+    speed = checks["defaults / fastest peer, 1 row, c=64 (req/s)"]
+    assert speed["check"].endswith(": ours-default / kserve-grpc") and speed["value"] == pytest.approx(9.5)
+    assert speed["met"] is False
+    p99_check = checks["defaults p99 / fastest peer's p99, 1 row, c=1"]
+    assert p99_check["check"].endswith(": ours-grpc / kserve") and p99_check["value"] == pytest.approx(0.25)
+    assert checks["defaults / fastest peer, 1,000 rows, c=8 (rows/s)"]["value"] is None
+    # The stack's own bound beside the goals, against the same peer: the ceiling, never judged.
+    bound = checks["bound: ceiling / fastest peer, 1 row, c=64 (req/s)"]
+    assert bound["check"].endswith(": ceiling / kserve-grpc") and bound["value"] == pytest.approx(11.5)
+    assert bound["met"] is None
+    assert checks["bound: ceiling p99 / fastest peer's p99, 1 row, c=1"]["value"] == pytest.approx(0.75)
