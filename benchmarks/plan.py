@@ -16,14 +16,14 @@ CONFIG_TARGETS = ("ours-default", "ours-json-log")
 # (rows, connections) points only: over the whole grid they would take most of the 10 minutes.
 PEERS = ("mlserver", "kserve", "litserve", "bentoml", "naive")
 PEER_POINTS = ((1, 1), (1, 64), (100, 8), (1000, 8))
-# The other transports, at the same points: gRPC and V2 binary, ours and the peers'.
-TRANSPORT_TARGETS = ("ours-grpc", "mlserver-grpc", "kserve-grpc", "kserve-v2-binary")
+# The other transports, at the same points: gRPC and V2 binary, ours (as `python -m serve` starts) and the peers'.
+TRANSPORT_TARGETS = ("ours-grpc", "ours-default-v2-binary", "mlserver-grpc", "kserve-grpc", "kserve-v2-binary")
 # Each transport's peer targets and ours on the same transport, which the report divides by each.
 SAME_TRANSPORT = {"ours-default": PEERS, "ours-grpc": ("mlserver-grpc", "kserve-grpc"),
-                  "ours-v2-binary": ("kserve-v2-binary",)}
+                  "ours-default-v2-binary": ("kserve-v2-binary",)}
 # Our default configuration over each of its transports: the peer goals take the fastest of these against the
 # fastest of every peer target.
-DEFAULT_TRANSPORTS = ("ours-default", "ours-grpc")
+DEFAULT_TRANSPORTS = ("ours-default", "ours-grpc", "ours-default-v2-binary")
 # The issues' goals are judged on single-row requests to these targets at the most connections, and on the p99 of
 # these at one connection: those points get `goal_rounds` (the others' extra rounds would not fit in 10 minutes).
 GOAL_TARGETS = ("ceiling", "ours", "ours-v2-json", *CONFIG_TARGETS)
@@ -48,7 +48,9 @@ class Plan:
         grid = [Point(t, r, c) for t in GRID_TARGETS if t in self.targets for r in self.rows for c in self.connections]
         extra = [Point(t, LARGE_BATCH, 1) for t in ("ours", "ours-v2-json", "ours-v2-binary") if t in self.targets]
         extra += [Point(t, 1, max(self.connections)) for t in CONFIG_TARGETS if t in self.targets]
-        extra += [Point(t, rows, connections) for t in (*GRID_TARGETS, "ours-default", *PEERS, *TRANSPORT_TARGETS)
+        # The grid's targets at the peer points too, but for its V2 binary: ours-default-v2-binary is measured there.
+        peer_pointed = (*(t for t in GRID_TARGETS if t != "ours-v2-binary"), "ours-default", *PEERS, *TRANSPORT_TARGETS)
+        extra += [Point(t, rows, connections) for t in peer_pointed
                   if t in self.targets for rows, connections in PEER_POINTS]
         return list(dict.fromkeys(grid + extra))  # e.g. ours-default's (1, c_max) is both a config and a peer point
 

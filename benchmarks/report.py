@@ -243,9 +243,9 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
 
 def peer_table(results: dict[str, Any]) -> list[str]:
     """Ours against every peer at the points the peers issue judges, same run, each transport against ours on the
-    same: REST JSON peers against ours as `python -m serve` starts, gRPC against ours' gRPC (defaults too), V2
-    binary against ours-v2-binary (the grid's server, `--access-log off`)."""
-    lines = ["## Against the servers users pick instead (same run; ours with its defaults but for V2 binary)", "",
+    same, all of ours as `python -m serve` starts: REST JSON peers against ours' /models JSON, gRPC against ours'
+    gRPC, V2 binary against ours' V2 binary."""
+    lines = ["## Against the servers users pick instead (same run; ours with its defaults)", "",
              "| target | rows | conns | req/s | rows/s | p50 ms | p99 ms | ours (same transport) / this (req/s) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for rows, connections in PEER_POINTS:

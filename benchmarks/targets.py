@@ -134,6 +134,8 @@ TARGETS = {target.name: target for target in [
     # by default, MLServer accepts it (its own client's use_raw), and all three answer a raw request raw.
     Target("ours-grpc", "ours: gRPC raw FP32, defaults as `python -m serve` starts", "ours-default",
            payloads.grpc_request, payloads.grpc_answer, "grpc"),
+    Target("ours-default-v2-binary", "ours: V2 binary FP32, defaults as `python -m serve` starts", "ours-default",
+           payloads.v2_binary_request, payloads.v2_answer),
     Target("mlserver-grpc", "MLServer 1.7.1 sklearn runtime, gRPC raw FP32", "mlserver",
            partial(payloads.grpc_request, output=None), payloads.grpc_answer, "grpc"),
     Target("kserve-grpc", "KServe 0.21.0 ModelServer, onnxruntime model, gRPC raw FP32", "kserve",
