@@ -119,13 +119,15 @@ class Drift:
     the same worker goes on from it.
     """
 
-    def __init__(self, model: str, version: str, reference: Reference, window: int, shared_dir: str):
+    def __init__(self, model: str, version: str, reference: Reference, window: int, shared_dir: str,
+                 ranges: RangeCheck):
+        """`ranges`: the training range check of the version's model (the reference's first and last edges), which
+        its range warnings use too."""
         self.model, self.version, self.reference, self.window = model, version, reference, window
         self._n = n = len(reference.edges)
         self._block = min(_BLOCK_ROWS, window)
         edges = [np.array(e, dtype=np.float32) for e in reference.edges]
-        # Compared in float32, the precision rows arrive in, as the responses' range warnings compare them.
-        self._range = RangeCheck(np.array([e[0] for e in edges]), np.array([e[-1] for e in edges]))
+        self._range = ranges
         # A value's bin is the number of these bounds at most it: the edges, then the float32 after the
         # maximum, which splits "exactly the maximum" from "above it".
         self._bounds = [np.append(e, np.nextafter(e[-1], np.float32(np.inf))) for e in edges]

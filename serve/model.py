@@ -73,7 +73,7 @@ class Model:
         self.lower = np.array([f.minimum for f in self.features], dtype=np.float32)
         self.upper = np.array([f.maximum for f in self.features], dtype=np.float32)
         self._lower_list, self._upper_list = self.lower.tolist(), self.upper.tolist()
-        self._range = RangeCheck(self.lower, self.upper)
+        self.range = RangeCheck(self.lower, self.upper)
         self._session = session
         self.input_name = session.get_inputs()[0].name
         self.output_name = session.get_outputs()[0].name
@@ -144,7 +144,7 @@ class Model:
             if all(map(le, lower, row)) and all(map(le, row, upper)):
                 return []
             return [(0, j) for j, (v, lo, hi) in enumerate(zip(row, lower, upper)) if v < lo or v > hi]
-        mask = self._range.outside(x)
+        mask = self.range.outside(x)
         if mask is None:
             return []
         rows, columns = np.nonzero(mask)

@@ -74,7 +74,8 @@ class Served:
         self.codec = RecordCodec(model, settings.max_batch)
         self.v2_codec = V2Codec(model, settings.max_batch)
         self.coalescer = Coalescer(model, settings.coalesce_rows)
-        self.drift = Drift(model.name, model.version, model.drift_reference, settings.drift_window, settings.shared_dir)
+        self.drift = Drift(model.name, model.version, model.drift_reference, settings.drift_window, settings.shared_dir,
+                           model.range)
         self.document = documents.model(model)
         self.v2_document = documents.v2_model(model)
         self.plot = _read_plot(model.path.with_name(PLOT_FILE))

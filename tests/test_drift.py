@@ -161,7 +161,7 @@ def test_the_training_rows_fall_in_the_bins_export_wrote_so_their_psi_is_0() -> 
     model = Model.load(model_file("mlp"))
     reference = model.drift_reference
     assert reference.shares is not None
-    counter = Drift(model.name, model.version, reference, len(X), "")
+    counter = Drift(model.name, model.version, reference, len(X), "", model.range)
     counter.count(X)
     summary = counter.summary()
     for counts, expected in zip(summary.counts, reference.shares):
@@ -177,7 +177,8 @@ def test_a_row_is_binned_alike_alone_in_a_small_batch_and_in_a_large_one() -> No
                                                     np.nextafter(np.float32(e), np.inf))] + [-1e6, 1e6])
               for column in edges]
     rows = np.stack([np.resize(v, 300) for v in values], axis=1).astype(np.float32)
-    one, small, large = (Drift(model.name, model.version, model.drift_reference, 1000, "") for _ in range(3))
+    one, small, large = (Drift(model.name, model.version, model.drift_reference, 1000, "", model.range)
+                          for _ in range(3))
     for row in rows:
         one.count(row[None])
     for start in range(0, 300, 100):
@@ -193,7 +194,7 @@ def test_a_row_is_binned_alike_alone_in_a_small_batch_and_in_a_large_one() -> No
 def test_out_of_range_counts_stay_exact_as_the_ring_wraps_and_batches_overwrite_it() -> None:
     model = Model.load(model_file("linear"))
     rows = np.random.default_rng(4).uniform(-10, 800, (3010, len(FEATURES))).astype(np.float32)
-    counter = Drift(model.name, model.version, model.drift_reference, 100, "")
+    counter = Drift(model.name, model.version, model.drift_reference, 100, "", model.range)
     for row in rows[:333]:  # single records, counted a block at a time
         counter.count(row[None])
     # A batch longer than the window (and than a block of the range check), over single records not counted yet.

@@ -34,3 +34,14 @@ def test_values_outside_are_found_where_they_are_in_any_block(n: int) -> None:
 
 def test_the_bounds_themselves_are_inside() -> None:
     assert RangeCheck(LOWER, UPPER).outside(np.stack([LOWER, UPPER])) is None
+
+
+def test_the_same_rows_asked_again_get_the_same_answer_and_other_rows_their_own() -> None:
+    check = RangeCheck(LOWER, UPPER)
+    rows = inside(10)
+    rows[3, 0] = 5.0
+    first = check.outside(rows)
+    assert first is not None and check.outside(rows) is first
+    equal_copy = rows.copy()
+    assert check.outside(equal_copy) is not first and check.outside(equal_copy).tolist() == first.tolist()
+    assert check.outside(inside(10)) is None and check.outside(rows) is not first
