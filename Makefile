@@ -16,8 +16,8 @@ PEER_VENVS := $(PEER_KSERVE_VENV) $(PEER_LITSERVE_VENV) $(PEER_BENTOML_VENV)
 BENCH_ARGS ?=
 # Debian packages the test suite drives for real (browser test, container test, benchmark smoke test with wrk
 # and h2load from nghttp2-client, qemu-user for training on an emulated CPU of the other vendor, Prometheus and
-# promtool).
-APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk nghttp2-client qemu-user prometheus
+# promtool, curl for the README's examples).
+APT_TEST_PACKAGES := chromium chromium-driver podman runc debootstrap wrk nghttp2-client qemu-user prometheus curl
 # The load generators: wrk for HTTP/1.1, h2load (Debian's nghttp2-client) for gRPC.
 BENCH_APT_PACKAGES := wrk nghttp2-client
 
