@@ -200,10 +200,14 @@ class Drift:
             self._counted = self._header[1] = upto
 
     def _outside(self, rows: np.ndarray) -> np.ndarray:
-        """Per feature, how many of `rows` lie outside the training range. Summed only when any does: at 1,000
-        rows the sum would take 16 us, three times the comparisons, and most batches have none outside."""
+        """Per feature, how many of `rows` lie outside the training range. Counted only when any does (most batches
+        have none), as a vector of ones times the mask: at 1,000 rows 5.7 us, against 15 us for `mask.sum(axis=0)`,
+        which adds the (1000, 13) mask one short row at a time. In float64 the integer counts are exact whatever
+        order the BLAS of this CPU adds them in."""
         outside = self._range.outside(rows)
-        counts: np.ndarray = np.zeros(self._n, np.intp) if outside is None else outside.sum(axis=0)
+        if outside is None:
+            return np.zeros(self._n)
+        counts: np.ndarray = np.ones(len(outside)) @ outside.astype(np.float64)
         return counts
 
     def summary(self) -> Summary:
