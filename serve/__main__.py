@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from serve.errors import ModelLoadError
+from serve.http_protocol import HttpToolsProtocol
 from serve.intent import Intent
 from serve.settings import ACCESS_LOG_FORMATS, Settings
 from serve.store import Entry, ModelStore, State
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         uvicorn.run(
             "serve.app:create_app", factory=True, host=settings.host, port=settings.port, workers=settings.workers,
-            loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=log_config(),
+            loop="uvloop", http=HttpToolsProtocol, ws="none", lifespan="on", access_log=False, log_config=log_config(),
             timeout_graceful_shutdown=int(settings.graceful_timeout),
         )
     finally:

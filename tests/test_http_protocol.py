@@ -1,0 +1,181 @@
+"""The HTTP protocol: each response leaves in one write, head with body, with the bytes and their order unchanged.
+
+The protocol runs in-process on a transport that records its writes, and behind the real server on a raw socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from serve.http_protocol import HttpToolsProtocol
+from tests.conftest import FIRST, Server
+
+App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callable[[dict[str, Any]], Awaitable[None]]],
+               Awaitable[None]]
+
+
+class RecordingTransport(asyncio.Transport):
+    """What a connection's socket was asked to write, one entry per write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert not self.closed, "a write after the close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def exchange(app: App, *chunks: bytes, responses: int = 1) -> RecordingTransport:
+    """Feed `chunks` to a connection served by `app`, one loop pass apart, until `responses` have completed."""
+    state = ServerState()
+    protocol = HttpToolsProtocol(Config(app=app, lifespan="off", ws="none", proxy_headers=False), state, {})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    for chunk in chunks:
+        protocol.data_received(chunk)
+        for _ in range(20):
+            await asyncio.sleep(0)
+    for _ in range(200):
+        if state.total_requests >= responses or transport.closed:
+            break
+        await asyncio.sleep(0)
+    return transport
+
+
+async def answer(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                 send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    """Reads the whole body, answers it back."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", str(len(body) + 3).encode())]})
+    await send({"type": "http.response.body", "body": b"re:" + body})
+
+
+def post(body: bytes, *headers: bytes) -> bytes:
+    return b"\r\n".join([b"POST /echo HTTP/1.1", b"host: x", b"content-length: %d" % len(body), *headers, b"", body])
+
+
+def test_a_response_is_one_write_of_its_head_and_body() -> None:
+    transport = asyncio.run(exchange(answer, post(b"hello")))
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.writes[0].endswith(b"\r\n\r\nre:hello")
+
+
+def test_a_head_request_gets_its_head_when_the_response_ends_without_a_body() -> None:
+    async def headers_only(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        await send({"type": "http.response.body", "body": b"hello"})  # uvicorn writes none of it for a HEAD
+
+    transport = asyncio.run(exchange(headers_only, b"HEAD / HTTP/1.1\r\nhost: x\r\n\r\n"))
+    assert len(transport.writes) == 1
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.writes[0].endswith(b"\r\n\r\n")
+    assert not transport.closed
+
+
+def test_100_continue_goes_at_once_so_the_client_sends_its_body() -> None:
+    head, body = post(b"hello", b"expect: 100-continue").split(b"\r\n\r\n")
+    transport = asyncio.run(exchange(answer, head + b"\r\n\r\n", body))
+    assert transport.writes[0] == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert len(transport.writes) == 2 and transport.writes[1].endswith(b"re:hello")
+
+
+def test_a_streamed_response_sends_each_later_chunk_as_it_comes() -> None:
+    async def stream(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one", b"two", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = asyncio.run(exchange(stream, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"))
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n") and transport.writes[0].endswith(b"3\r\none\r\n")
+    assert transport.writes[1:] == [b"3\r\ntwo\r\n", b"5\r\nthree\r\n", b"0\r\n\r\n"]
+
+
+def test_a_response_that_fails_after_its_head_still_sends_the_head_before_closing() -> None:
+    async def fails(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]})
+        raise RuntimeError("the app broke after starting its response")
+
+    transport = asyncio.run(exchange(fails, b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"))
+    assert transport.closed
+    assert len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+
+
+def test_pipelined_requests_are_answered_in_order_a_write_each() -> None:
+    transport = asyncio.run(exchange(answer, post(b"first") + post(b"second"), responses=2))
+    assert [write.rsplit(b"\r\n\r\n", 1)[1] for write in transport.writes] == [b"re:first", b"re:second"]
+
+
+def test_an_unparsable_request_gets_its_400_before_the_close() -> None:
+    transport = asyncio.run(exchange(answer, b"NOT HTTP AT ALL\r\n\r\n"))
+    assert transport.closed and len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 400 ")
+
+
+def read_responses(sock: socket.socket, count: int) -> list[bytes]:
+    """`count` whole responses (a Content-Length each, or none for a 100 Continue), as the bytes arrive."""
+    data, responses = b"", []
+    while len(responses) < count:
+        chunk = sock.recv(65536)
+        assert chunk, f"the server closed the connection after {len(responses)} response(s)"
+        data += chunk
+        while b"\r\n\r\n" in data:
+            head, rest = data.split(b"\r\n\r\n", 1)
+            length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length")), b"0"))
+            if len(rest) < length:
+                break
+            responses.append(head + b"\r\n\r\n" + rest[:length])
+            data = rest[length:]
+    return responses
+
+
+@pytest.mark.parametrize("expect", [False, True])
+def test_the_real_server_answers_pipelined_and_100_continue_requests_whole_and_in_order(server: Server,
+                                                                                        expect: bool) -> None:
+    body = orjson.dumps(FIRST)
+    request = b"\r\n".join([b"POST /models/linear/predict HTTP/1.1", b"host: x", b"content-type: application/json",
+                            b"content-length: %d" % len(body), *([b"expect: 100-continue"] if expect else []), b"",
+                            body])
+    port = int(server.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request + b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n" + request)
+        data = read_responses(sock, 3 + 2 * expect)
+    # A 100 Continue, when asked for, comes when the endpoint first asks for the body (here already sent), before
+    # its answer.
+    continues = [n for n, response in enumerate(data) if response.startswith(b"HTTP/1.1 100 Continue")]
+    assert continues == ([0, 3] if expect else [])
+    data = [response for n, response in enumerate(data) if n not in continues]
+    predictions = [orjson.loads(response.split(b"\r\n\r\n", 1)[1]) for response in data]
+    assert [response.split(b"\r\n", 1)[0] for response in data] == [b"HTTP/1.1 200 OK"] * 3
+    assert predictions[1] == {"status": "live"}
+    assert predictions[0]["prediction"] == predictions[2]["prediction"]
