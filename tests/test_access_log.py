@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import pty
 import re
@@ -22,7 +23,7 @@ import pytest
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
-from serve.accesslog import AccessLog
+from serve.accesslog import AccessLog, timestamp
 from tests.conftest import FIRST, Server, running_server
 
 TEXT_LINE = re.compile(r'\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO serve\.access: 127\.0\.0\.1:\d+ '
@@ -49,6 +50,15 @@ def request_ids(lines: Iterator[str] | list[str]) -> list[str]:
             assert match, line
             ids.append(match.group(1))
     return ids
+
+
+def test_the_timestamp_is_loggings_asctime_for_every_millisecond_even_when_several_lines_share_one() -> None:
+    start = 1_790_000_000.9985  # crosses a millisecond, a second and a minute boundary
+    times = [start + step / 10_000 for step in range(40)] + [start, start + 3_600.25, start]
+    for now in times:
+        record = logging.LogRecord("serve.access", logging.INFO, __file__, 0, "", None, None)
+        record.created, record.msecs = now, int((now - int(now)) * 1000)  # as LogRecord computes them
+        assert timestamp(now) == logging.Formatter().formatTime(record), now
 
 
 def test_a_graceful_stop_writes_every_text_line_in_order_and_grpc_calls_too(tmp_path: Path) -> None:
