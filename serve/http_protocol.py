@@ -35,8 +35,8 @@ class HeadWithBody(asyncio.Transport):
         if self._head is not None:
             data = self._head + data
             self._head = None
-        elif data[:9] == _STATUS_LINE_START and data != _CONTINUE:
-            self._head = bytes(data)
+        elif type(data) is bytes and data.startswith(_STATUS_LINE_START) and data != _CONTINUE:  # uvicorn's heads
+            self._head = data
             return
         self._transport.write(data)
 
