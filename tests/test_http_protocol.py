@@ -1,6 +1,7 @@
-"""The HTTP protocol: each response leaves in one write, head with body, with the bytes and their order unchanged.
+"""The HTTP protocol: each response leaves in one write, head with body, and the responses finished in one pass of
+the event loop leave together, with each connection's bytes and their order unchanged.
 
-The protocol runs in-process on a transport that records its writes, and behind the real server on a raw socket.
+The protocol runs in-process on transports that record their writes, and behind the real server on a raw socket.
 """
 
 from __future__ import annotations
@@ -23,16 +24,19 @@ App = Callable[[dict[str, Any], Callable[[], Awaitable[dict[str, Any]]], Callabl
 
 
 class RecordingTransport(asyncio.Transport):
-    """What a connection's socket was asked to write, one entry per write."""
+    """What a connection's socket was asked to write, one entry per write (and, when given, into a shared log)."""
 
-    def __init__(self) -> None:
+    def __init__(self, log: list[str] | None = None, name: str = "") -> None:
         super().__init__()
         self.writes: list[bytes] = []
         self.closed = False
+        self._log, self._name = log, name
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         assert not self.closed, "a write after the close"
         self.writes.append(bytes(data))
+        if self._log is not None:
+            self._log.append(f"{self._name} written")
 
     def close(self) -> None:
         self.closed = True
@@ -50,16 +54,27 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
+def connect(app: App, state: ServerState, log: list[str] | None = None,
+            name: str = "") -> tuple[HttpToolsProtocol, RecordingTransport]:
+    """A connection of the server whose shared state is `state`, served by `app`."""
+    protocol = HttpToolsProtocol(Config(app=app, lifespan="off", ws="none", proxy_headers=False), state, {})
+    transport = RecordingTransport(log, name)
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def passes(count: int = 20) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
 async def exchange(app: App, *chunks: bytes, responses: int = 1) -> RecordingTransport:
     """Feed `chunks` to a connection served by `app`, one loop pass apart, until `responses` have completed."""
     state = ServerState()
-    protocol = HttpToolsProtocol(Config(app=app, lifespan="off", ws="none", proxy_headers=False), state, {})
-    transport = RecordingTransport()
-    protocol.connection_made(transport)
+    protocol, transport = connect(app, state)
     for chunk in chunks:
         protocol.data_received(chunk)
-        for _ in range(20):
-            await asyncio.sleep(0)
+        await passes()
     for _ in range(200):
         if state.total_requests >= responses or transport.closed:
             break
@@ -139,6 +154,62 @@ def test_pipelined_requests_are_answered_in_order_a_write_each() -> None:
 def test_an_unparsable_request_gets_its_400_before_the_close() -> None:
     transport = asyncio.run(exchange(answer, b"NOT HTTP AT ALL\r\n\r\n"))
     assert transport.closed and len(transport.writes) == 1 and transport.writes[0].startswith(b"HTTP/1.1 400 ")
+
+
+def test_the_responses_finished_in_one_pass_leave_together_once_the_last_is_done() -> None:
+    log: list[str] = []
+
+    async def logged_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = (await receive())["body"]
+        log.append(f"{body.decode()} answers")
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def three_at_once() -> list[RecordingTransport]:
+        state = ServerState()
+        connections = [connect(logged_answer, state, log, name) for name in ("c1", "c2", "c3")]
+        for (protocol, _), name in zip(connections, ("c1", "c2", "c3")):
+            protocol.data_received(post(name.encode()))
+        await passes()
+        return [transport for _, transport in connections]
+
+    transports = asyncio.run(three_at_once())
+    assert log == ["c1 answers", "c2 answers", "c3 answers", "c1 written", "c2 written", "c3 written"]
+    assert [transport.writes[0].rsplit(b"\r\n\r\n", 1)[1] for transport in transports] == [b"c1", b"c2", b"c3"]
+    assert all(len(transport.writes) == 1 for transport in transports)
+
+
+def answered_beside_one_waiting_for_its_body() -> tuple[ServerState, HttpToolsProtocol, RecordingTransport]:
+    """Two connections of one server: one whose request waits for the rest of its body, then one with a whole
+    request, just handed over (the connection and its transport are returned)."""
+    state = ServerState()
+    (answered, transport), (waiting, _) = connect(answer, state), connect(answer, state)
+    waiting.data_received(post(b"the whole body")[:-4])
+    answered.data_received(post(b"hello"))
+    return state, answered, transport
+
+
+def test_a_response_does_not_wait_for_a_request_still_sending_its_body() -> None:
+    async def one_waiting() -> None:
+        state, _, transport = answered_beside_one_waiting_for_its_body()
+        await passes()
+        assert len(transport.writes) == 1 and transport.writes[0].endswith(b"re:hello")
+        assert len(state.tasks) == 1  # the other, still waiting
+
+    asyncio.run(one_waiting())
+
+
+def test_a_waiting_response_is_dropped_when_its_client_goes_before_it_is_written() -> None:
+    async def gone() -> None:
+        state, connection, transport = answered_beside_one_waiting_for_its_body()
+        await asyncio.sleep(0)  # its request has been answered: the response waits for the next pass
+        assert state.total_requests == 1 and transport.writes == []
+        transport.closed = True
+        connection.connection_lost(None)
+        await passes()  # no write after the close (the transport would fail the test)
+        assert transport.writes == []
+
+    asyncio.run(gone())
 
 
 def read_responses(sock: socket.socket, count: int) -> list[bytes]:
