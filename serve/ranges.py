@@ -36,6 +36,19 @@ class RangeCheck:
         self._last = (x, mask)
         return mask
 
+    def within(self, x: np.ndarray) -> bool:
+        """Whether every value of rows `x` is a number within its bounds (NaN is not). When so, `outside(x)` answers
+        None without looking again: a caller that must also know the values are finite asks this instead."""
+        for start in range(0, len(x), BLOCK_ROWS):
+            rows = x[start:start + BLOCK_ROWS]
+            n = len(rows)
+            inside = rows >= self._lower[:n]
+            inside &= rows <= self._upper[:n]
+            if not inside.all():
+                return False
+        self._last = (x, None)
+        return True
+
     def _outside(self, x: np.ndarray) -> np.ndarray | None:
         masks = [self._block(x[start:start + BLOCK_ROWS]) for start in range(0, len(x), BLOCK_ROWS)]
         if not any(mask.any() for mask in masks):

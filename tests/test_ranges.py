@@ -45,3 +45,24 @@ def test_the_same_rows_asked_again_get_the_same_answer_and_other_rows_their_own(
     equal_copy = rows.copy()
     assert check.outside(equal_copy) is not first and check.outside(equal_copy).tolist() == first.tolist()
     assert check.outside(inside(10)) is None and check.outside(rows) is not first
+
+
+@pytest.mark.parametrize("n", [1, BLOCK_ROWS, BLOCK_ROWS + 1, 3 * BLOCK_ROWS + 5])
+def test_rows_are_within_only_when_every_value_is_a_number_inside_its_bounds(n: int) -> None:
+    check = RangeCheck(LOWER, UPPER)
+    assert check.within(inside(n)) and check.within(np.stack([LOWER, UPPER]))
+    for value in (np.nan, np.inf, -np.inf, 20.5):
+        rows = inside(n)
+        rows[n // 2, 2] = value
+        assert not check.within(rows)
+        # NaN is not outside either bound: `within` is what also answers for finiteness
+        assert (check.outside(rows) is None) == np.isnan(value)
+
+
+def test_rows_found_within_are_none_outside_without_another_look() -> None:
+    check = RangeCheck(LOWER, UPPER)
+    rows = inside(10)
+    assert check.within(rows)
+    rows[3, 0] = 5.0  # written after the check (requests' rows never are): the answer given stands
+    assert check.outside(rows) is None
+    assert check.outside(rows.copy()) is not None

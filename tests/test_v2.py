@@ -248,6 +248,29 @@ def test_bad_inference_requests_are_400_naming_the_problem(client: TestClient, b
     assert response.status_code == 400 and message in response.json()["error"]
 
 
+@pytest.mark.parametrize("rows", [1, 100])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_binary_values_that_are_not_numbers_are_400_naming_row_and_feature(client: TestClient, rows: int,
+                                                                            value: float) -> None:
+    x = batch(rows)
+    x[rows - 1, 5] = value
+    head = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 13],
+                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    response = v2(client, head + x.tobytes(), headers={"Inference-Header-Content-Length": str(len(head))})
+    assert response.status_code == 400
+    assert f"row {rows - 1}, feature {FEATURES[5]}: value is NaN, infinite" in response.json()["error"]
+
+
+def test_a_large_binary_batch_outside_the_training_range_is_answered_with_its_warnings(client: TestClient) -> None:
+    x = batch(100)
+    x[42, FEATURES.index("PTRATIO")] = 0.11
+    head = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [100, 13],
+                                   "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+    body = v2(client, head + x.tobytes(), headers={"Inference-Header-Content-Length": str(len(head))}).json()
+    warnings = json.loads(body["parameters"]["warnings"])
+    assert [(w["record"], w["feature"]) for w in warnings] == [(42, "PTRATIO")]
+
+
 def test_binary_sizes_are_checked(client: TestClient) -> None:
     head = json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [2, 13],
                                    "parameters": {"binary_data_size": 52}}]}).encode()
