@@ -54,10 +54,11 @@ class RecordingTransport(asyncio.Transport):
         pass
 
 
-def connect(app: App, state: ServerState, log: list[str] | None = None,
-            name: str = "") -> tuple[HttpToolsProtocol, RecordingTransport]:
+def connect(app: App, state: ServerState, log: list[str] | None = None, name: str = "",
+            keep_alive: float = 5) -> tuple[HttpToolsProtocol, RecordingTransport]:
     """A connection of the server whose shared state is `state`, served by `app`."""
-    protocol = HttpToolsProtocol(Config(app=app, lifespan="off", ws="none", proxy_headers=False), state, {})
+    config = Config(app=app, lifespan="off", ws="none", proxy_headers=False, timeout_keep_alive=keep_alive)
+    protocol = HttpToolsProtocol(config, state, {})
     transport = RecordingTransport(log, name)
     protocol.connection_made(transport)
     return protocol, transport
@@ -210,6 +211,26 @@ def test_a_waiting_response_is_dropped_when_its_client_goes_before_it_is_written
         assert transport.writes == []
 
     asyncio.run(gone())
+
+
+def test_a_connection_idle_for_the_keep_alive_timeout_is_closed_and_one_busy_is_not() -> None:
+    async def idle_and_busy() -> None:
+        state = ServerState()
+        (idle, idle_transport), (busy, busy_transport) = (connect(answer, state, keep_alive=0.4) for _ in range(2))
+        idle.data_received(post(b"one"))
+        busy.data_received(post(b"one"))
+        await asyncio.sleep(0.3)
+        assert not idle_transport.closed and not busy_transport.closed
+        busy.data_received(post(b"two")[:-1])  # its next request is on its way: not idle any more
+        await asyncio.sleep(0.3)  # 0.6 s after the first responses; the server looks every 0.1 s
+        assert idle_transport.closed and not busy_transport.closed
+        busy.data_received(b"o")
+        await asyncio.sleep(0.2)
+        assert not busy_transport.closed and busy_transport.writes[-1].endswith(b"re:two")
+        await asyncio.sleep(0.4)
+        assert busy_transport.closed and len(busy_transport.writes) == 2
+
+    asyncio.run(idle_and_busy())
 
 
 def read_responses(sock: socket.socket, count: int) -> list[bytes]:
