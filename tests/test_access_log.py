@@ -86,6 +86,9 @@ def test_a_graceful_stop_writes_every_json_line_in_order(tmp_path: Path) -> None
     predictions = [e for e in entries if e["path"] == "/models/linear/predict"]
     assert [e["request_id"] for e in predictions] == [f"n-{n}" for n in range(300)]
     assert {(e["status"], e["model"], e["version"], e["method"]) for e in predictions} == {(200, "linear", "1", "POST")}
+    keys = ("client", "duration_ms", "method", "model", "path", "request_id", "status", "time", "version")
+    assert {tuple(sorted(e)) for e in predictions} == {keys}
+    assert all(0 < e["duration_ms"] < 1000 and round(e["duration_ms"], 3) == e["duration_ms"] for e in predictions)
 
 
 def test_two_workers_on_one_stdout_write_whole_lines_and_a_stop_loses_none(tmp_path: Path) -> None:
