@@ -204,7 +204,8 @@ def summary(results: dict[str, Any], plots: list[str]) -> str:
         "",
         f"HTTP: server pinned to CPU 0 (one uvicorn worker, uvloop + httptools; our server as `python -m serve` "
         f"starts, and in the grid below with `--access-log off` like the ceiling; ours writes each response's head "
-        f"with its body, `serve/http_protocol.py`, the ceiling and the peers as uvicorn does, head then body), "
+        f"with its body and the responses of an event-loop pass together, with one keep-alive timer, "
+        f"`serve/http_protocol.py`, the ceiling and the peers as uvicorn does, head then body as they come), "
         f"`wrk -t1` pinned to CPU 1, "
         f"{results['plan']['seconds']} s per run, medians of {rounds} interleaved round(s){more}; ratios are medians "
         "of the per-round ratios. Every target was first checked to answer 200 with the right prediction.",
