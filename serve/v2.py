@@ -162,17 +162,8 @@ class V2Codec:
         if binary or type(data) is not list or not data:
             return None
         values = data if type(data[0]) is not list else list(chain.from_iterable(data))
-        if len(values) != count:
-            return None
-        if count <= _SMALL:
-            return np.array(values, np.float32).reshape(rows, width) if numbers_within_float32(values) else None
-        if not NUMBER_TYPES.issuperset(map(type, values)):
-            return None
-        try:
-            wide = np.array(values, np.float64)  # orjson's floats are finite: only the FP32 range to check
-        except OverflowError:
-            return None
-        return wide.astype(np.float32).reshape(rows, width) if np.abs(wide).max() < FLOAT32_LIMIT else None
+        flat = _float32(values) if len(values) == count else None
+        return None if flat is None else flat.reshape(rows, width)
 
     def _tensors(self, inputs: list[Any], binary: bytes) -> tuple[list[np.ndarray], int]:
         """The input tensors as float32 columns in feature order, and the binary bytes they used."""
@@ -329,6 +320,19 @@ def _scalar_strings(parameters: dict[str, Any]) -> int | None:
         elif kind not in _SCALAR_TYPES:
             return None
     return count
+
+
+def _float32(values: list[Any]) -> np.ndarray | None:
+    """The JSON numbers `values` as float32, or None when any is not a number or lies beyond FP32."""
+    if len(values) <= _SMALL:
+        return np.array(values, np.float32) if numbers_within_float32(values) else None
+    if not NUMBER_TYPES.issuperset(map(type, values)):
+        return None
+    try:
+        wide = np.array(values, np.float64)  # orjson's floats are finite: only the FP32 range to check
+    except OverflowError:
+        return None
+    return wide.astype(np.float32) if np.abs(wide).max() < FLOAT32_LIMIT else None
 
 
 def _parameters(owner: dict[str, Any], what: str) -> dict[str, Any]:
