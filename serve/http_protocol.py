@@ -31,6 +31,8 @@ from typing import Any, NamedTuple
 from uvicorn.protocols.http import httptools_impl
 from uvicorn.server import ServerState
 
+from serve import in_flight
+
 _STATUS_LINE_START = b"HTTP/1.1 "
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before the body is read: it must not wait for a body
 
@@ -151,6 +153,7 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
         shared = _SHARED.get(state)
         if shared is None:
             shared = _SHARED[state] = Shared(Pass(state.tasks), KeepAlive(state.connections, self.timeout_keep_alive))
+            in_flight.count(state.tasks)
         self._shared = shared
         self.idle_since: float | None = None  # since a response ended, until the connection's next bytes
 

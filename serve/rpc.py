@@ -19,6 +19,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from serve import in_flight
 from serve.errors import ServeError
 from serve.middleware import Frontdoor, log_access
 from serve.protocol import open_inference_grpc_pb2 as pb
@@ -90,6 +91,8 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         self.service = service
         self.frontdoor = frontdoor
         self.tracing = tracing
+        self._calls: set[Call] = set()  # those in flight
+        in_flight.count(self._calls)
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext[Any, Any]
                          ) -> pb.ServerLiveResponse:
@@ -206,6 +209,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         status = 500
         frontdoor = self.frontdoor
         frontdoor.in_flight += 1
+        self._calls.add(call)
         try:
             call.request_id = frontdoor.request_id(_metadata_bytes(metadata.get("x-request-id")))
             if guarded:
@@ -227,6 +231,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
         finally:
             frontdoor.in_flight -= 1
+            self._calls.discard(call)
             self._record(method, context, call, status, time.perf_counter() - start)
         raise AssertionError("context.abort returned")  # it raises; this line tells the type checker
 

@@ -1,4 +1,5 @@
-"""Zero-delay dynamic batching: concurrent small requests share one model call, each gets its own rows."""
+"""Zero-delay dynamic batching: concurrent small requests share one model call, each gets its own rows; a request
+alone in flight runs at once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from serve import in_flight
 from serve.batching import Coalescer
 from serve.model import Model
 from tests.conftest import FEATURES, ROWS, model_file
@@ -42,6 +44,35 @@ def test_requests_arriving_together_share_one_call_and_get_their_own_rows(counte
     expected = Model.load(model_file("mlp")).predict(X[:sum(sizes)])
     np.testing.assert_array_equal(np.concatenate(answers), expected)
     assert [len(a) for a in answers] == sizes
+
+
+def test_with_others_in_flight_the_first_waits_a_pass_for_them_to_join(counted: tuple[Model, list[int]]) -> None:
+    model, calls = counted
+    coalescer = Coalescer(model, max_rows=16)
+
+    async def together() -> list[np.ndarray]:
+        in_flight.count({"first", "second", "third"})  # as a server counts the requests it has read
+        return await asyncio.gather(*(coalescer.predict(X[i:i + 1]) for i in range(3)))
+
+    answers = asyncio.run(together())
+    assert calls == [3]
+    np.testing.assert_array_equal(np.concatenate(answers), Model.load(model_file("mlp")).predict(X[:3]))
+
+
+def test_a_request_alone_in_flight_runs_the_model_without_waiting_a_pass(counted: tuple[Model, list[int]]) -> None:
+    model, calls = counted
+    coalescer = Coalescer(model, max_rows=16)
+
+    async def alone() -> np.ndarray:
+        in_flight.count({"the only request"})
+        step = coalescer.predict(X[:1])
+        with pytest.raises(StopIteration) as finished:
+            step.send(None)  # done in its first step: it never gave the loop a pass
+        return finished.value.value  # type: ignore[no-any-return]
+
+    answer = asyncio.run(alone())
+    assert calls == [1]
+    np.testing.assert_array_equal(answer, Model.load(model_file("mlp")).predict(X[:1]))
 
 
 def test_a_large_batch_runs_on_its_own(counted: tuple[Model, list[int]]) -> None:

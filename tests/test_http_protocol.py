@@ -16,6 +16,7 @@ import pytest
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from serve import in_flight
 from serve.http_protocol import HttpToolsProtocol
 from tests.conftest import FIRST, Server
 
@@ -178,6 +179,26 @@ def test_the_responses_finished_in_one_pass_leave_together_once_the_last_is_done
     assert log == ["c1 answers", "c2 answers", "c3 answers", "c1 written", "c2 written", "c3 written"]
     assert [transport.writes[0].rsplit(b"\r\n\r\n", 1)[1] for transport in transports] == [b"c1", b"c2", b"c3"]
     assert all(len(transport.writes) == 1 for transport in transports)
+
+
+def test_requests_read_in_one_pass_are_in_flight_before_they_start() -> None:
+    others_seen: list[bool] = []
+
+    async def noting(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        others_seen.append(in_flight.others())
+        await answer(scope, receive, send)
+
+    async def alone_then_two_at_once() -> None:
+        state = ServerState()
+        connect(noting, state)[0].data_received(post(b"alone"))
+        await passes()
+        pair = [connect(noting, state)[0] for _ in range(2)]
+        for protocol in pair:
+            protocol.data_received(post(b"together"))
+        await passes()
+
+    asyncio.run(alone_then_two_at_once())
+    assert others_seen == [False, True, True]
 
 
 def answered_beside_one_waiting_for_its_body() -> tuple[ServerState, HttpToolsProtocol, RecordingTransport]:
