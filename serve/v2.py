@@ -33,6 +33,10 @@ _TENSOR_KEYS = frozenset(("name", "datatype", "shape", "parameters", "data"))
 _OUTPUT_KEYS = frozenset(("name", "parameters"))
 # Up to this many values, plain Python checks the range faster than numpy's calls cost.
 _SMALL = 64
+# A client sends the same JSON header with every binary request of a shape, so a header judged once is known by
+# its bytes: no parse or structure check. One row: decode 5.8 -> 1.8 us in a loop; with the server's cold caches
+# at c=1, 151 -> 119 us of server CPU a request (side by side). At most this many headers, each at most this long.
+_REMEMBERED, _REMEMBERED_HEAD = 256, 1024
 BINARY_HEADER = b"inference-header-content-length"
 
 
@@ -42,6 +46,17 @@ class InferRequest(NamedTuple):  # a NamedTuple: a frozen dataclass costs ~1 us 
     binary_output: bool
     # Requested output names, each once; MEDV alone when the request names none.
     outputs: tuple[str, ...]
+
+
+class _Header(NamedTuple):
+    """What the fast path learns from a request's JSON header, before its values."""
+
+    rows: int
+    size: Any  # the input's binary_data_size as given (None: its values are the JSON `data`)
+    data: Any
+    request_id: str | None
+    outputs: tuple[str, ...]
+    binary_output: bool
 
 
 def bad(message: str) -> ServeError:
@@ -62,14 +77,24 @@ class V2Codec:
         self.max_batch = max_batch
         self._input, self._width = model.input_name, len(model.features)
         self._default_outputs = (model.output_name,)
+        self._binary_headers: dict[bytes, _Header] = {}  # judged headers of binary requests, by their bytes
 
     def decode(self, body: bytes, header_length: bytes | None) -> InferRequest:
         head, binary = (body, b"") if header_length is None else split_body(body, header_length)
-        payload, strict = parse_json(head)
-        if strict and type(payload) is dict:
-            request = self._fast_request(payload, head, binary)
-            if request is not None:
-                return request
+        header, payload = self._binary_headers.get(head), None
+        if header is None:
+            payload, strict = parse_json(head)
+            header = self._fast_header(payload, head) if strict and type(payload) is dict else None
+            if header is not None and header.size is not None and len(head) <= _REMEMBERED_HEAD:
+                if len(self._binary_headers) >= _REMEMBERED:  # unique ids: start over rather than grow
+                    self._binary_headers.clear()
+                self._binary_headers[head] = header
+        if header is not None:
+            x = self._fast_values(header.data, header.size, binary, header.rows, self._width)
+            if x is not None:
+                return InferRequest(x, header.request_id, header.binary_output, header.outputs)
+        if payload is None:  # a known header whose binary data is not: judged in full, to name what is wrong
+            payload, _ = parse_json(head)
         request = self.decode_parsed(payload, binary)
         if head.count(b'"') > 2 * _strings(payload) and (key := repeated_key(head)) is not None:
             raise bad(f"key {key!r} is given twice in one object: which value is meant is ambiguous")
@@ -96,8 +121,8 @@ class V2Codec:
         outputs, binary_output = self._outputs(payload.get("outputs"), parameters.get("binary_data_output") is True)
         return InferRequest(x, request_id, binary_output, outputs)
 
-    def _fast_request(self, payload: dict[str, Any], head: bytes, binary: bytes) -> InferRequest | None:
-        """The common request (one FP32 tensor of the model's input, parameters holding only scalars)
+    def _fast_header(self, payload: dict[str, Any], head: bytes) -> _Header | None:
+        """The common request's header (one FP32 tensor of the model's input, parameters holding only scalars)
         in a few C-level steps, or None for the exhaustive path to judge and name what is wrong."""
         inputs = payload.get("inputs")
         if type(inputs) is not list or len(inputs) != 1:
@@ -140,12 +165,12 @@ class V2Codec:
         if head.count(b'"') != 2 * strings:
             return None
         size = None if tensor_parameters is None else tensor_parameters.get("binary_data_size")
-        x = self._fast_values(tensor.get("data"), size, binary, shape[0], width)
-        if x is None:
-            return None
         binary_default = request_parameters is not None and request_parameters.get("binary_data_output") is True
-        names, binary_output = self._outputs(outputs, binary_default)
-        return InferRequest(x, request_id, binary_output, names)
+        try:
+            names, binary_output = self._outputs(outputs, binary_default)
+        except ServeError:  # the exhaustive path names it, after any fault in the values
+            return None
+        return _Header(shape[0], size, tensor.get("data"), request_id, names, binary_output)
 
     def _fast_values(self, data: Any, size: Any, binary: bytes, rows: int, width: int) -> np.ndarray | None:
         """(rows, width) FP32 values from the JSON `data` or, with a `size`, from the binary section."""
@@ -153,9 +178,10 @@ class V2Codec:
         if size is not None:
             if size != 4 * count or len(binary) != size or data is not None:
                 return None
-            x = np.frombuffer(binary, "<f4").reshape(rows, width)
-            if count <= _SMALL:
-                return x if np.isfinite(x).all() else None
+            raw = np.frombuffer(binary, "<f4")
+            x = raw.reshape(rows, width)
+            if count <= _SMALL:  # 13 values: 0.5 us, against numpy's isfinite and all, 1.6 us
+                return x if all(map(math.isfinite, raw.tolist())) else None
             # Values within the training range are finite: one pass answers both, and the range warnings and drift
             # counters then ask no more (1,000 rows: 6.2 -> 3.6 us); the exhaustive path names what is wrong.
             return x if self.model.range.within(x) or np.isfinite(x).all() else None

@@ -15,8 +15,10 @@ from starlette.testclient import TestClient
 from tritonclient.utils import InferenceServerException
 
 from serve.app import create_app
+from serve.model import Model
 from serve.settings import Settings
-from tests.conftest import FEATURES, FIRST, MODEL_DIR, ROWS, Server
+from serve.v2 import V2Codec
+from tests.conftest import FEATURES, FIRST, MODEL_DIR, ROWS, Server, model_file
 
 X = np.array([[row[k] for k in FEATURES] for row in ROWS], dtype=np.float32)
 
@@ -269,6 +271,35 @@ def test_a_large_binary_batch_outside_the_training_range_is_answered_with_its_wa
     body = v2(client, head + x.tobytes(), headers={"Inference-Header-Content-Length": str(len(head))}).json()
     warnings = json.loads(body["parameters"]["warnings"])
     assert [(w["record"], w["feature"]) for w in warnings] == [(42, "PTRATIO")]
+
+
+def binary_head(rows: int, **fields: Any) -> bytes:
+    return json.dumps({"inputs": [{"name": "features", "datatype": "FP32", "shape": [rows, 13],
+                                   "parameters": {"binary_data_size": rows * 13 * 4}}], **fields}).encode()
+
+
+def test_a_binary_header_sent_again_answers_each_requests_own_values_and_checks_them_again(client: TestClient) -> None:
+    head = binary_head(1)
+    headers = {"Inference-Header-Content-Length": str(len(head))}
+    first, second = X[:1], X[1:2]
+    answers = [v2(client, head + x.tobytes(), headers=headers).json()["outputs"][0]["data"] for x in (first, second,
+                                                                                                      first)]
+    assert answers[0] == answers[2] != answers[1]
+    assert answers[0][0] == pytest.approx(first_prediction(client), abs=1e-6)
+    not_a_number = first.copy()
+    not_a_number[0, 5] = np.nan
+    response = v2(client, head + not_a_number.tobytes(), headers=headers)
+    assert response.status_code == 400 and f"row 0, feature {FEATURES[5]}: value is NaN" in response.json()["error"]
+    response = v2(client, head + first.tobytes()[:-4], headers=headers)
+    assert response.status_code == 400 and "binary_data_size 52 exceeds the 48 binary bytes" in response.json()["error"]
+
+
+def test_headers_each_with_an_id_of_its_own_do_not_grow_the_codec_without_bound() -> None:
+    codec = V2Codec(Model.load(model_file("linear")), max_batch=10)
+    for number in range(1000):
+        head = binary_head(1, id=str(number))
+        assert codec.decode(head + X[:1].tobytes(), str(len(head)).encode()).id == str(number)
+    assert len(codec._binary_headers) <= 256
 
 
 def test_binary_sizes_are_checked(client: TestClient) -> None:
