@@ -10,7 +10,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from serve.errors import ServeError
 
-JSON_HEADERS = [(b"content-type", b"application/json")]
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -95,8 +95,13 @@ class BodyReader:
 
 
 async def send_json(send: Send, body: bytes, status: int = 200, headers: dict[str, str] | None = None) -> None:
-    raw = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
-    if headers:
-        raw += [(key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items()]
+    """The answer, JSON unless `headers` give another Content-Type (a V2 binary answer's)."""
+    length = (b"content-length", str(len(body)).encode())
+    if not headers:
+        raw = [JSON_CONTENT_TYPE, length]
+    else:
+        raw = [length, *((key.lower().encode("latin-1"), value.encode("latin-1")) for key, value in headers.items())]
+        if all(key != b"content-type" for key, _ in raw):
+            raw.insert(0, JSON_CONTENT_TYPE)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})

@@ -294,6 +294,15 @@ def test_a_binary_header_sent_again_answers_each_requests_own_values_and_checks_
     assert response.status_code == 400 and "binary_data_size 52 exceeds the 48 binary bytes" in response.json()["error"]
 
 
+def test_a_binary_answer_is_octet_stream_and_a_json_one_json_each_with_one_content_type(client: TestClient) -> None:
+    head = binary_head(1, outputs=[{"name": "MEDV", "parameters": {"binary_data": True}}])
+    answer = v2(client, head + X[:1].tobytes(), headers={"Inference-Header-Content-Length": str(len(head))})
+    assert answer.headers.get_list("content-type") == ["application/octet-stream"]
+    assert "inference-header-content-length" in answer.headers
+    assert v2(client, {"inputs": [tensor(X[0].tolist(), [1, 13])]}).headers.get_list("content-type") == [
+        "application/json"]
+
+
 def test_headers_each_with_an_id_of_its_own_do_not_grow_the_codec_without_bound() -> None:
     codec = V2Codec(Model.load(model_file("linear")), max_batch=10)
     for number in range(1000):
