@@ -6,10 +6,10 @@ the model yields once; the others add their rows and wait; the first then runs t
 all of them and hands every request its own slice. onnxruntime's fixed cost per call (~4 us hot, ~12 us
 with the server's cold caches) is then paid once per iteration instead of once per request.
 
-No timer: the wait is one loop iteration, not a batching window, and a request alone in flight
-(serve.in_flight) does not wait at all: at c=1 over V2 binary that saved 6-12 us of the ~130-150 us of
-server CPU a request takes (two side-by-side runs, `wrk -c1`, server on one core); over JSON records the
-difference was within the noise.
+No timer: the wait is one loop iteration, not a batching window, and a request that no other can join
+(serve.in_flight: an HTTP request alone in flight) does not wait at all: at c=1 over V2 binary that saved
+6-12 us of the ~130-150 us of server CPU a request takes (two side-by-side runs, `wrk -c1`, server on one
+core); over JSON records the difference was within the noise.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class Servicer(pb_grpc.GRPCInferenceServiceServicer):
         self.frontdoor = frontdoor
         self.tracing = tracing
         self._calls: set[Call] = set()  # those in flight
-        in_flight.count(self._calls)
+        in_flight.count(self._calls, from_arrival=False)
 
     async def ServerLive(self, request: pb.ServerLiveRequest, context: aio.ServicerContext[Any, Any]
                          ) -> pb.ServerLiveResponse:
