@@ -81,11 +81,12 @@ class V2Codec:
 
     def decode(self, body: bytes, header_length: bytes | None) -> InferRequest:
         head, binary = (body, b"") if header_length is None else split_body(body, header_length)
-        header, payload = self._binary_headers.get(head), None
+        short = len(head) <= _REMEMBERED_HEAD  # a longer one is never remembered, nor hashed to look for it
+        header, payload = self._binary_headers.get(head) if short else None, None
         if header is None:
             payload, strict = parse_json(head)
             header = self._fast_header(payload, head) if strict and type(payload) is dict else None
-            if header is not None and header.size is not None and len(head) <= _REMEMBERED_HEAD:
+            if header is not None and header.size is not None and short:
                 if len(self._binary_headers) >= _REMEMBERED:  # unique ids: start over rather than grow
                     self._binary_headers.clear()
                 self._binary_headers[head] = header
