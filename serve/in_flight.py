@@ -28,9 +28,7 @@ _COUNTED: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Counted] = weakr
 def count(requests: Sized, *, from_arrival: bool = True) -> None:
     """Count `requests`, a protocol server's live collection, among the running loop's requests in flight: each
     request from its arrival, or (`from_arrival` False) only once it has started."""
-    counted = _COUNTED.get(asyncio.get_running_loop())
-    if counted is None:
-        counted = _COUNTED[asyncio.get_running_loop()] = _Counted()
+    counted = _COUNTED.setdefault(asyncio.get_running_loop(), _Counted())
     (counted.from_arrival if from_arrival else counted.once_started).append(requests)
 
 

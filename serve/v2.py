@@ -82,7 +82,8 @@ class V2Codec:
     def decode(self, body: bytes, header_length: bytes | None) -> InferRequest:
         head, binary = (body, b"") if header_length is None else split_body(body, header_length)
         short = len(head) <= _REMEMBERED_HEAD  # a longer one is never remembered, nor hashed to look for it
-        header, payload = self._binary_headers.get(head) if short else None, None
+        header = self._binary_headers.get(head) if short else None
+        payload = None
         if header is None:
             payload, strict = parse_json(head)
             header = self._fast_header(payload, head) if strict and type(payload) is dict else None
